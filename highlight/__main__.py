@@ -1,0 +1,5 @@
+import sys
+
+from highlight.cli import main
+
+sys.exit(main())

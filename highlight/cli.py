@@ -1,0 +1,169 @@
+"""`highlight run | simulate-live | demo`: the only place that reads the environment and handles signals."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import structlog
+
+from highlight import __version__, config, logs
+from highlight.errors import BrokerError, ConfigError, LiveAccessRefused, TopicMisconfigured
+
+# Exit codes (sysexits.h where one fits).
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 69  # Kafka could not be reached or failed
+EXIT_CONFIG = 78  # the Live API refused our appid/key/clock, or a topic is misconfigured
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="highlight",
+        description="Highlight moments from Kafka start real-time Live_Tape_Start recordings, one result per moment.",
+    )
+    parser.add_argument("--version", action="version", version=f"highlight {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run the recorder service",
+        description="Consume moments, record, publish one result per moment. Every flag has an environment "
+        "variable; the flag wins.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    config.add_arguments(run)
+
+    from highlight import simulator
+
+    simulate = commands.add_parser(
+        "simulate-live",
+        help="serve a faithful simulator of the Live_Tape_Start endpoint",
+        description="A local stand-in for http://fcgi.video.qcloud.com/common_access: checks sign, t, appid, "
+        "parameters and CST times, enforces real-time limits and quotas, and can inject faults.",
+    )
+    simulator.add_arguments(simulate)
+
+    from highlight import demo
+
+    demo_parser = commands.add_parser(
+        "demo",
+        help="run the whole pipeline locally: embedded broker, simulator, recorder, a burst of moments",
+    )
+    demo.add_arguments(demo_parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "simulate-live":
+        return _simulate(args)
+    from highlight import demo
+
+    return demo.main(args)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"highlight: error: {message}", file=sys.stderr)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        settings = config.load(os.environ, args)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    logs.configure(settings.log_format, settings.log_level)
+
+    from highlight.service import Service
+
+    async def serve(stop: asyncio.Event) -> None:
+        async with Service(settings) as service:
+            waiter = asyncio.create_task(stop.wait())
+            runner = asyncio.create_task(service.run())
+            try:
+                await asyncio.wait({waiter, runner}, return_when=asyncio.FIRST_COMPLETED)
+                service.request_stop()
+                await runner
+            finally:
+                waiter.cancel()
+                runner.cancel()
+                await asyncio.gather(waiter, runner, return_exceptions=True)
+
+    return _serve_with_signals(serve)
+
+
+def _serve_with_signals(serve: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> int:
+    """SIGTERM/SIGINT ask for a clean stop; a second one cancels outright."""
+
+    async def supervise() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        main_task = asyncio.current_task()
+
+        def on_signal(signum: int) -> None:
+            if stop.is_set() and main_task is not None:
+                main_task.cancel()
+            stop.set()
+            structlog.get_logger("highlight").info("signal_received", signal=signal.Signals(signum).name)
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        await serve(stop)
+
+    try:
+        asyncio.run(supervise())
+    except LiveAccessRefused as exc:
+        return _fail(f"{exc.message}; moments stay uncommitted for the next start", EXIT_CONFIG)
+    except TopicMisconfigured as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    except BrokerError as exc:
+        return _fail(f"{exc} (HIGHLIGHT_KAFKA_BOOTSTRAP_SERVERS)", EXIT_UNAVAILABLE)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return EXIT_OK
+    return EXIT_OK
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from highlight import simulator
+
+    try:
+        sim_config = simulator.config_from_args(args)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    logs.configure("auto", "info")
+
+    async def serve(stop: asyncio.Event) -> None:
+        def ready(url: str) -> None:
+            print(f"Live API simulator listening on {url} (appid {sim_config.appid})", flush=True)
+
+        server = asyncio.create_task(simulator.serve(sim_config, args.host, args.port, ready=ready))
+        waiter = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({server, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            server.cancel()
+            waiter.cancel()
+            results = await asyncio.gather(server, waiter, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+
+    try:
+        return _serve_with_signals(serve)
+    except OSError as exc:
+        return _fail(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}", EXIT_UNAVAILABLE)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The project's own error tree.
+
+Library exceptions (aiohttp, aiokafka) are mapped to these at the adapter that sees them, so business code
+decides on `retriable` and on the class, never on a library's types.
+"""
+
+from __future__ import annotations
+
+
+class HighlightError(Exception):
+    """Base of every error highlight raises on purpose."""
+
+    retriable: bool = False
+
+
+class ConfigError(HighlightError):
+    """A setting is missing or invalid; the message names the setting."""
+
+
+# --- Live API -------------------------------------------------------------------------------------
+
+
+class LiveError(HighlightError):
+    """The Live API call did not start a recording."""
+
+    code: str = "live_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class LiveRefused(LiveError):
+    """The API answered and refused (`ret != 0`): nothing is recording."""
+
+    def __init__(self, ret: int, message: str) -> None:
+        super().__init__(message, code=str(ret))
+        self.ret = ret
+        # 1202 is the documented frequency limit: the same request may succeed a little later.
+        self.retriable = ret == 1202
+
+
+class LiveUnreachable(LiveError):
+    """The request certainly did not start a recording (not sent, or the gateway failed): safe to retry."""
+
+    retriable = True
+
+
+class LiveInDoubt(LiveError):
+    """The request may have reached the API but its answer was lost. Never re-sent: a retry could record twice."""
+
+
+class LiveAccessRefused(LiveError):
+    """The API refused our appid, key, clock or endpoint address.
+
+    Not the moment's fault: the service must stop and keep the moment for the next start, not burn it.
+    """
+
+
+# --- Kafka ----------------------------------------------------------------------------------------
+
+
+class BrokerError(HighlightError):
+    """A Kafka operation failed."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The brokers could not be reached or did not answer in time."""
+
+    retriable = True
+
+
+class TopicMisconfigured(BrokerError):
+    """A topic exists with a shape highlight cannot work with (for example mismatched partition counts)."""

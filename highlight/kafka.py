@@ -1,0 +1,365 @@
+"""The Kafka adapter: aiokafka behind a small surface, its exceptions mapped to ours where they enter.
+
+Everything here works on Apache Kafka and on tansu alike: no idempotent producer, no transactions, and no
+trust in `end_offsets()` (tansu undercounts it): reading "to the end" means reaching the fetch high-water mark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, NamedTuple
+
+import aiokafka
+import aiokafka.errors
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.partitioner import murmur2
+
+from highlight.config import KafkaSettings
+from highlight.errors import BrokerError, BrokerUnavailable, TopicMisconfigured
+
+CLIENT_ID = "highlight"
+
+
+class Partition(NamedTuple):
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int
+
+    @property
+    def source(self) -> Partition:
+        return Partition(self.topic, self.partition)
+
+
+def home_partition(channel_id: str, partitions: int) -> int:
+    """Where Kafka's default partitioner puts a record keyed by `channel_id`: the channel's one home."""
+    return (int(murmur2(channel_id.encode())) & 0x7FFFFFFF) % partitions
+
+
+def _mapped(exc: aiokafka.errors.KafkaError, action: str) -> BrokerError:
+    message = f"Kafka {action} failed: {type(exc).__name__}: {exc}"
+    if isinstance(exc, aiokafka.errors.KafkaConnectionError | aiokafka.errors.KafkaTimeoutError) or getattr(
+        exc, "retriable", False
+    ):
+        return BrokerUnavailable(message)
+    return BrokerError(message)
+
+
+@asynccontextmanager
+async def broker_errors(action: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except aiokafka.errors.KafkaError as exc:
+        raise _mapped(exc, action) from exc
+
+
+# --- topics ---------------------------------------------------------------------------------------
+
+
+async def prepare_topics(settings: KafkaSettings) -> int:
+    """Check the moments topic, create what highlight owns if missing; the moments partition count.
+
+    The state and repartition topics must have exactly the moments topic's partition count: a channel's
+    moments, its re-keyed moments and its dedup state all live at the same partition index.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id=CLIENT_ID)
+    async with broker_errors("admin connection"):
+        await admin.start()
+    try:
+        async with broker_errors("listing topics"):
+            # Listing, not describing: a metadata request for a missing topic may auto-create it.
+            existing = set(await admin.list_topics())
+        if settings.moments_topic not in existing:
+            raise TopicMisconfigured(
+                f"HIGHLIGHT_MOMENTS_TOPIC {settings.moments_topic!r} does not exist on "
+                f"{settings.bootstrap_servers}; create it first (its partition count fixes the state topic's)"
+            )
+        shapes = await _shapes(admin, [settings.moments_topic, *(existing & _owned(settings))])
+        partitions, replicas = shapes[settings.moments_topic]
+        wanted = {
+            settings.state_topic: {"cleanup.policy": "compact"},
+            settings.repartition_topic: {},
+            settings.results_topic: {},
+            settings.dlq_topic: {},
+        }
+        missing = [
+            # The moments topic's replication is the operator's choice for this cluster: follow it.
+            NewTopic(name, partitions, replication_factor=replicas, topic_configs=configs)
+            for name, configs in wanted.items()
+            if name not in existing
+        ]
+        if missing:
+            async with broker_errors("creating topics"):
+                response = await admin.create_topics(missing)
+            for topic, code, message in getattr(response, "topic_errors", []):
+                # 36: another instance created it first, which is fine.
+                if code not in (0, 36):
+                    raise BrokerError(f"creating topic {topic!r} failed: error {code} {message or ''}".strip())
+        for name in (settings.state_topic, settings.repartition_topic):
+            count = shapes.get(name, (partitions, replicas))[0]
+            if count != partitions:
+                raise TopicMisconfigured(
+                    f"topic {name!r} has {count} partitions but {settings.moments_topic!r} has {partitions}; "
+                    "they must match (delete and recreate it, or point the setting at a new topic)"
+                )
+        return partitions
+    finally:
+        await admin.close()
+
+
+def _owned(settings: KafkaSettings) -> set[str]:
+    return {settings.state_topic, settings.repartition_topic}
+
+
+async def _shapes(admin: AIOKafkaAdminClient, topics: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Partition count and replication factor of each topic."""
+    async with broker_errors("describing topics"):
+        described = await admin.describe_topics(list(topics))
+    shapes = {}
+    for entry in described:
+        partitions = entry["partitions"]
+        replicas = max((len(p.get("replicas") or ()) for p in partitions), default=1)
+        shapes[entry["topic"]] = (len(partitions), max(1, replicas))
+    return shapes
+
+
+# --- producer -------------------------------------------------------------------------------------
+
+
+class Producer:
+    """acks=all and await every send: callers act only on records the brokers hold."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._producer = aiokafka.AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=CLIENT_ID,
+            acks="all",
+            # Idempotence needs InitProducerId, which tansu lacks; dedup makes redelivery harmless instead.
+            enable_idempotence=False,
+            linger_ms=2,
+            max_batch_size=256 * 1024,
+        )
+        self._started = False
+
+    async def __aenter__(self) -> Producer:
+        async with broker_errors("producer start"):
+            await self._producer.start()
+        self._started = True
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self._started:
+            self._started = False
+            await self._producer.stop()
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> int:
+        """The record's offset, once the brokers acknowledged it."""
+        async with broker_errors(f"send to {topic}"):
+            future = await self._producer.send(
+                topic, value, key=key, partition=partition, headers=list(headers) if headers else None
+            )
+            metadata = await future
+        return int(metadata.offset)
+
+
+# --- consumers ------------------------------------------------------------------------------------
+
+
+class RebalanceHandler:
+    """What the group consumer calls around a rebalance; both hooks may take their time."""
+
+    async def partitions_revoked(self, revoked: set[Partition]) -> None:
+        """Called before giving partitions up: drain and commit here."""
+
+    async def partitions_assigned(self, assigned: set[Partition]) -> None:
+        """Called before the first record of new partitions is fetched: restore here."""
+
+
+class _Listener(aiokafka.ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
+    def __init__(self, handler: RebalanceHandler) -> None:
+        self._handler = handler
+
+    async def on_partitions_revoked(self, revoked: Iterable[Any]) -> None:
+        await self._handler.partitions_revoked({Partition(tp.topic, tp.partition) for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
+        await self._handler.partitions_assigned({Partition(tp.topic, tp.partition) for tp in assigned})
+
+
+class GroupConsumer:
+    """The group member: manual commits only, range assignment so equal partition numbers go together."""
+
+    def __init__(self, settings: KafkaSettings, topics: Sequence[str], handler: RebalanceHandler) -> None:
+        self._topics = list(topics)
+        self._listener = _Listener(handler)
+        self._consumer = aiokafka.AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=CLIENT_ID,
+            group_id=settings.group_id,
+            group_instance_id=settings.group_instance_id,
+            enable_auto_commit=False,
+            auto_offset_reset=settings.auto_offset_reset,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=max(100, settings.session_timeout_ms // 4),
+            # A revoke may wait for in-flight calls to drain; the group must wait for it.
+            rebalance_timeout_ms=max(60_000, settings.session_timeout_ms),
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            # Partition i of the moments and repartition topics carry the same channels: they must land on
+            # the same member, which is what range assignment does for equal partition counts.
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            isolation_level="read_uncommitted",
+        )
+        self._started = False
+
+    async def start(self) -> None:
+        async with broker_errors("consumer start"):
+            await self._consumer.start()
+            self._consumer.subscribe(self._topics, listener=self._listener)
+        self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            self._started = False
+            await self._consumer.stop()
+
+    async def fetch(self, timeout_ms: int, max_records: int) -> list[Record]:
+        async with broker_errors("fetch"):
+            batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        return [_record(message) for messages in batches.values() for message in messages]
+
+    def assignment(self) -> set[Partition]:
+        return {Partition(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def pause(self, partitions: Iterable[Partition]) -> None:
+        self._consumer.pause(*(aiokafka.TopicPartition(*p) for p in partitions))
+
+    def resume(self, partitions: Iterable[Partition]) -> None:
+        self._consumer.resume(*(aiokafka.TopicPartition(*p) for p in partitions))
+
+    async def commit(self, offsets: dict[Partition, int]) -> None:
+        if not offsets:
+            return
+        async with broker_errors("commit"):
+            await self._consumer.commit({aiokafka.TopicPartition(*p): offset for p, offset in offsets.items()})
+
+    async def committed(self, partition: Partition) -> int | None:
+        async with broker_errors("reading committed offset"):
+            offset: int | None = await self._consumer.committed(aiokafka.TopicPartition(*partition))
+        return offset
+
+
+def _record(message: Any) -> Record:
+    return Record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=tuple(message.headers or ()),
+        timestamp_ms=message.timestamp,
+    )
+
+
+class ChangelogReader:
+    """Reads partitions of a (state) topic from the beginning to the current end, outside any group."""
+
+    def __init__(self, settings: KafkaSettings, *, fetch_max_wait_ms: int = 50) -> None:
+        self._consumer = aiokafka.AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=f"{CLIENT_ID}-restore",
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
+        self._started = False
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        async with broker_errors("restore consumer start"):
+            await self._consumer.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            self._started = False
+            await self._consumer.stop()
+
+    async def read(
+        self,
+        partitions: Sequence[Partition],
+        apply: Callable[[Partition, bytes | None, bytes | None], None],
+        start_offsets: dict[Partition, int] | None = None,
+    ) -> tuple[int, dict[Partition, int]]:
+        """Feed every record from the start offset (default: the beginning) to the end to
+        `apply(partition, key, value)`, in log order. Returns how many were read and where each partition ended.
+        """
+        if not partitions:
+            return 0, {}
+        starts = start_offsets or {}
+        tps = [aiokafka.TopicPartition(*p) for p in partitions]
+        read = 0
+        ends: dict[Partition, int] = {}
+        async with self._lock, broker_errors("restoring state"):
+            self._consumer.assign(tps)
+            for tp in tps:
+                start = starts.get(Partition(tp.topic, tp.partition), 0)
+                if start:
+                    self._consumer.seek(tp, start)
+                else:
+                    await self._consumer.seek_to_beginning(tp)
+            pending = set(tps)
+            while pending:
+                batches = await self._consumer.getmany(*pending, timeout_ms=200, max_records=50_000)
+                for tp, messages in batches.items():
+                    partition = Partition(tp.topic, tp.partition)
+                    for message in messages:
+                        apply(partition, message.key, message.value)
+                    read += len(messages)
+                for tp in list(pending):
+                    if await self._caught_up(tp, fetched=bool(batches.get(tp))):
+                        pending.discard(tp)
+                        ends[Partition(tp.topic, tp.partition)] = int(await self._consumer.position(tp))
+            self._consumer.assign([])
+        return read, ends
+
+    async def _caught_up(self, tp: aiokafka.TopicPartition, *, fetched: bool) -> bool:
+        highwater = self._consumer.highwater(tp)
+        position = await self._consumer.position(tp)
+        if highwater is not None:
+            return bool(position >= highwater)
+        # No fetch answered yet: an empty partition never reports a high-water mark on some brokers.
+        return not fetched and position == 0 and await self._empty(tp)
+
+    async def _empty(self, tp: aiokafka.TopicPartition) -> bool:
+        beginning = (await self._consumer.beginning_offsets([tp]))[tp]
+        end = (await self._consumer.end_offsets([tp]))[tp]
+        return bool(beginning == end)

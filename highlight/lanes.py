@@ -1,0 +1,167 @@
+"""Key-ordered concurrency (the KEY mode of Confluent's Parallel Consumer) and per-partition commit points.
+
+Jobs of one key run one at a time in submission order; jobs of different keys run concurrently. Every task is
+owned here and awaited or cancelled by `drain`/`close`; nothing is fire-and-forget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from highlight.kafka import Partition
+
+
+class OffsetTracker:
+    """Per partition, the highest offset below which every record is completely done."""
+
+    def __init__(self) -> None:
+        self._open: dict[Partition, deque[list[int | bool]]] = {}
+        self._slots: dict[tuple[Partition, int], list[int | bool]] = {}
+        self._commit_at: dict[Partition, int] = {}
+        self._committed: dict[Partition, int] = {}
+
+    def track(self, partition: Partition, offset: int) -> None:
+        slot: list[int | bool] = [offset, False]
+        self._open.setdefault(partition, deque()).append(slot)
+        self._slots[(partition, offset)] = slot
+
+    def done(self, partition: Partition, offset: int) -> None:
+        slot = self._slots.pop((partition, offset), None)
+        if slot is None:
+            return  # forgotten by a revoke meanwhile
+        slot[1] = True
+        pending = self._open[partition]
+        while pending and pending[0][1]:
+            finished = pending.popleft()
+            self._commit_at[partition] = int(finished[0]) + 1
+
+    def in_flight(self) -> int:
+        return len(self._slots)
+
+    def pending(self, partition: Partition) -> int:
+        return len(self._open.get(partition, ()))
+
+    def to_commit(self) -> dict[Partition, int]:
+        """Commit points that moved since `committed()` was last told about them."""
+        return {p: o for p, o in self._commit_at.items() if self._committed.get(p) != o}
+
+    def committed(self, offsets: dict[Partition, int]) -> None:
+        self._committed.update(offsets)
+
+    def forget(self, partitions: Iterable[Partition]) -> None:
+        for partition in partitions:
+            for slot in self._open.pop(partition, ()):
+                self._slots.pop((partition, int(slot[0])), None)
+            self._commit_at.pop(partition, None)
+            self._committed.pop(partition, None)
+
+
+@dataclass(slots=True)
+class Job:
+    partition: Partition
+    offset: int
+    run: Callable[[], Coroutine[Any, Any, None]]
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class KeyedRunner:
+    """Runs jobs concurrently across keys, in order within a key."""
+
+    def __init__(self, on_done: Callable[[Job], None], on_error: Callable[[Job, BaseException], None]) -> None:
+        self._on_done = on_done
+        self._on_error = on_error
+        self._lanes: dict[str, deque[Job]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, Job] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def submit(self, key: str, job: Job) -> None:
+        self._lanes.setdefault(key, deque()).append(job)
+        if key not in self._workers:
+            self._idle.clear()
+            self._workers[key] = asyncio.create_task(self._work(key), name=f"lane:{key[:40]}")
+
+    @property
+    def active_keys(self) -> int:
+        return len(self._workers)
+
+    async def _work(self, key: str) -> None:
+        lane = self._lanes[key]
+        try:
+            while lane:
+                job = lane.popleft()
+                job.task = asyncio.create_task(job.run())  # owned: awaited right here
+                self._running[key] = job
+                try:
+                    await job.task
+                except asyncio.CancelledError:
+                    if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                        raise  # the lane itself is being closed
+                    # Only this job was abandoned (drain timeout); it stays uncommitted.
+                    continue
+                except Exception as exc:
+                    lane.clear()  # later moments of this key must not overtake one that did not finish
+                    self._on_error(job, exc)
+                    return
+                finally:
+                    self._running.pop(key, None)
+                self._on_done(job)
+        finally:
+            self._lanes.pop(key, None)
+            self._workers.pop(key, None)
+            if not self._workers:
+                self._idle.set()
+
+    def discard_queued(self, partitions: set[Partition] | None = None) -> int:
+        """Forget jobs that have not started; they stay uncommitted and will be redelivered."""
+        dropped = 0
+        for lane in self._lanes.values():
+            keep = [job for job in lane if partitions is not None and job.partition not in partitions]
+            dropped += len(lane) - len(keep)
+            lane.clear()
+            lane.extend(keep)
+        return dropped
+
+    async def drain(self, timeout: float, partitions: set[Partition] | None = None) -> int:  # noqa: ASYNC109 -- a bound, not a cancellation scope: overrunning jobs are cancelled one by one
+        """Stop queued work of `partitions` (all if None), let running jobs finish for up to `timeout`
+        seconds, then cancel the rest. Returns how many running jobs were abandoned."""
+        self.discard_queued(partitions)
+
+        def running() -> list[Job]:
+            return [j for j in self._running.values() if partitions is None or j.partition in partitions]
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (jobs := running()) and loop.time() < deadline:
+            tasks = [j.task for j in jobs if j.task is not None]
+            await asyncio.wait(tasks, timeout=deadline - loop.time())
+            await asyncio.sleep(0)  # let lane workers record completion
+        abandoned = running()
+        for job in abandoned:
+            if job.task is not None:
+                job.task.cancel()
+        for job in abandoned:
+            if job.task is not None:
+                with contextlib.suppress(BaseException):
+                    await job.task
+        await asyncio.sleep(0)
+        return len(abandoned)
+
+    async def close(self) -> None:
+        """Cancel everything; for after `drain` or on a fatal error."""
+        workers = list(self._workers.values())
+        for worker in workers:
+            worker.cancel()
+        for job in list(self._running.values()):
+            if job.task is not None:
+                job.task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()

@@ -1,0 +1,133 @@
+"""Highlight moments: from Kafka bytes to a validated `Moment`, or a reason it is a dead letter. Pure."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+
+from highlight import schemas
+from highlight.tape import TapeOptions
+
+
+class InvalidMoment(ValueError):
+    """Why a record is a dead letter. `reason` is a stable machine code, the message is for people."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Moment:
+    event_id: str
+    channel_id: str
+    occurred_at: datetime
+    occurred_at_text: str
+    duration_seconds: int | None = None
+    file_format: str | None = None
+    record_type: str | None = None
+    domain: str | None = None
+    path: str | None = None
+    mix_stream: int | None = None
+    attributes: dict[str, Any] | None = None
+
+    def bucket(self, bucket_seconds: int) -> int:
+        return bucket_of(self.occurred_at, bucket_seconds)
+
+    def tape_options(self, default_record_seconds: int) -> TapeOptions:
+        return TapeOptions(
+            channel_id=self.channel_id,
+            record_seconds=self.duration_seconds or default_record_seconds,
+            file_format=self.file_format,
+            record_type=self.record_type,
+            domain=self.domain,
+            path=self.path,
+            mix_stream=self.mix_stream,
+        )
+
+
+def bucket_of(instant: datetime, bucket_seconds: int) -> int:
+    """floor(epoch / bucket): exact integer arithmetic, so instants on a boundary never flip buckets."""
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)  # noqa: UP017 -- keep the constant readable
+    delta = instant - epoch
+    seconds = delta.days * 86_400 + delta.seconds
+    return seconds // bucket_seconds
+
+
+_RFC3339 = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})[Tt](?P<h>\d{2}):(?P<m>\d{2}):(?P<s>\d{2})(?:\.(?P<frac>\d+))?"
+    r"(?:(?P<z>[Zz])|(?P<sign>[+-])(?P<oh>\d{2}):(?P<om>\d{2}))"
+)
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """An aware datetime; stricter than `fromisoformat` (an offset is mandatory, and it must be RFC 3339)."""
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not RFC 3339 with an offset: {text!r}")
+    if match["z"]:
+        tz = timezone.utc  # noqa: UP017
+    else:
+        offset = timedelta(hours=int(match["oh"]), minutes=int(match["om"]))
+        if offset >= timedelta(hours=24) or int(match["om"]) >= 60:
+            raise ValueError(f"offset out of range: {text!r}")
+        tz = timezone(-offset if match["sign"] == "-" else offset)
+    micro = int((match["frac"] or "0")[:6].ljust(6, "0"))
+    year, month, day = (int(part) for part in match["date"].split("-"))
+    return datetime(year, month, day, int(match["h"]), int(match["m"]), int(match["s"]), micro, tzinfo=tz)
+
+
+def parse_moment(value: bytes | None) -> Moment:
+    """Validate in the documented order: bytes, UTF-8, JSON, object, schema, then the meaning of the fields."""
+    if value is None:
+        raise InvalidMoment("empty_value", "the record has no value (a tombstone is not a moment)")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidMoment("invalid_utf8", f"value is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMoment("invalid_json", f"value is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidMoment("not_an_object", f"value is JSON {type(document).__name__}, not an object")
+    try:
+        schemas.validator(schemas.MOMENT_SCHEMA)(document)
+    except schemas.ValidationError as exc:
+        raise InvalidMoment("schema_violation", _describe(exc)) from None
+    try:
+        occurred_at = parse_rfc3339(document["occurred_at"])
+    except (ValueError, OverflowError) as exc:
+        raise InvalidMoment("schema_violation", f"data.occurred_at is not a valid time: {exc}") from None
+    attributes = document.get("attributes")
+    duration = document.get("duration_seconds")
+    return Moment(
+        event_id=document["event_id"],
+        channel_id=document["channel_id"],
+        occurred_at=occurred_at,
+        occurred_at_text=document["occurred_at"],
+        # JSON Schema counts 300.0 as an integer; the API wants digits.
+        duration_seconds=None if duration is None else int(duration),
+        file_format=document.get("file_format"),
+        record_type=document.get("record_type"),
+        domain=document.get("domain"),
+        path=document.get("path"),
+        mix_stream=document.get("mix_stream"),
+        attributes=attributes,
+    )
+
+
+def _describe(exc: schemas.ValidationError) -> str:
+    """The validator's words, reworded where they would print a regex or a bare rule."""
+    name, rule = exc.name, exc.rule
+    if rule == "pattern" and name == "data.occurred_at":
+        return "data.occurred_at must be RFC 3339 with an offset, e.g. 2024-05-01T20:15:00+08:00"
+    if rule == "pattern":
+        return f"{name} must not be blank"
+    if name in ("data", "data.record_type") and "record_type" in str(exc.message):
+        return "file_format aac needs record_type audio (the API records aac only as audio)"
+    return str(exc.message)

@@ -1,0 +1,84 @@
+"""What highlight publishes: result events and dead-letter headers. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from highlight.dedup import IN_DOUBT_MESSAGE, Entry
+from highlight.moment import InvalidMoment, Moment
+
+STATUSES = ("started", "duplicate", "failed", "expired", "in_doubt")
+
+
+def result_document(
+    moment: Moment, bucket: int, bucket_seconds: int, status: str, entry: Entry | None, processed_at: datetime
+) -> dict[str, Any]:
+    """One result, built from the same state entry that answers redeliveries, so both always agree."""
+    document: dict[str, Any] = {
+        "event_id": moment.event_id,
+        "channel_id": moment.channel_id,
+        "bucket": bucket,
+        "bucket_seconds": bucket_seconds,
+        "status": status,
+        "occurred_at": moment.occurred_at_text,
+        "processed_at": processed_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+    if entry is not None and status != "expired":
+        if entry.start_time is not None and entry.end_time is not None:
+            document["start_time"] = entry.start_time
+            document["end_time"] = entry.end_time
+        if status in ("started", "duplicate") and entry.task_id is not None:
+            document["task_id"] = entry.task_id
+        if status == "duplicate":
+            document["started_by"] = entry.event_id
+        elif entry.event_id == moment.event_id:
+            document["attempts"] = entry.attempts
+        if status == "failed":
+            document["error"] = {"code": entry.error_code or "failed", "message": entry.error_message or ""}
+        elif status == "in_doubt":
+            document["error"] = {
+                "code": entry.error_code or "in_doubt",
+                "message": entry.error_message or IN_DOUBT_MESSAGE,
+            }
+    if moment.attributes is not None:
+        document["attributes"] = moment.attributes
+    return document
+
+
+def encode_result(document: dict[str, Any]) -> bytes:
+    return orjson.dumps(document)
+
+
+# Kafka Connect's and Spring Kafka's dead-letter header names, so existing tooling reads ours.
+DLQ_TOPIC_HEADERS = ("__connect.errors.topic", "kafka_dlt-original-topic")
+DLQ_PARTITION_HEADERS = ("__connect.errors.partition", "kafka_dlt-original-partition")
+DLQ_OFFSET_HEADERS = ("__connect.errors.offset", "kafka_dlt-original-offset")
+DLQ_REASON_HEADERS = ("__connect.errors.exception.class.name", "kafka_dlt-exception-fqcn")
+DLQ_MESSAGE_HEADERS = ("__connect.errors.exception.message", "kafka_dlt-exception-message")
+DLQ_REASON_HEADER = "highlight.dlq.reason"
+
+
+def dead_letter_headers(
+    error: InvalidMoment,
+    topic: str,
+    partition: int,
+    offset: int,
+    original: Sequence[tuple[str, bytes]] = (),
+) -> list[tuple[str, bytes]]:
+    """The original headers first, then where the record came from and what was wrong with it."""
+    headers = list(original)
+    values = (
+        (DLQ_TOPIC_HEADERS, topic),
+        (DLQ_PARTITION_HEADERS, str(partition)),
+        (DLQ_OFFSET_HEADERS, str(offset)),
+        (DLQ_REASON_HEADERS, error.reason),
+        (DLQ_MESSAGE_HEADERS, str(error)),
+    )
+    for names, value in values:
+        headers.extend((name, value.encode()) for name in names)
+    headers.append((DLQ_REASON_HEADER, error.reason.encode()))
+    return headers

@@ -1,0 +1,293 @@
+"""The recorder service: composition root, consumer loop, commits and rebalances.
+
+Lifecycle: `async with Service(settings) as service: await service.run()`. `request_stop()` (the CLI calls it
+on SIGTERM) makes `run` stop fetching, drain in-flight work, commit, and return; leaving the context closes
+the consumer, then flushes the producer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from datetime import datetime
+from types import TracebackType
+
+import structlog
+from aiolimiter import AsyncLimiter
+
+from highlight.config import Settings
+from highlight.errors import HighlightError
+from highlight.kafka import (
+    ChangelogReader,
+    GroupConsumer,
+    Partition,
+    Producer,
+    RebalanceHandler,
+    prepare_topics,
+)
+from highlight.lanes import Job, KeyedRunner, OffsetTracker
+from highlight.live import LiveClient
+from highlight.metrics import Metrics
+from highlight.ops import OpsServer
+from highlight.recorder import Recorder
+from highlight.state import StateStore
+from highlight.tape import now_utc
+
+log = structlog.get_logger("highlight.service")
+
+COMMIT_INTERVAL_SECONDS = 1.0
+POLL_TIMEOUT_MS = 200
+EXPIRY_INTERVAL_SECONDS = 60.0
+
+
+class Service(RebalanceHandler):
+    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = now_utc) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self._clock = clock
+        self._stack = AsyncExitStack()
+        self._stopping = asyncio.Event()
+        self._fatal: BaseException | None = None
+        self._tracker = OffsetTracker()
+        self._runner = KeyedRunner(on_done=self._job_done, on_error=self._job_failed)
+        self._revoking: set[Partition] = set()
+        self._commit_lock = asyncio.Lock()
+        self._paused = False
+        self._ready = False
+        self._last_poll = time.monotonic()
+        self._last_commit = 0.0
+        self._entered = False
+        self._closed = False
+        self.partitions = 0
+        self.ops_port: int | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Service:
+        kafka = self.settings.kafka
+        stack = self._stack
+        try:
+            self.partitions = await prepare_topics(kafka)
+            self._producer = await stack.enter_async_context(Producer(kafka))
+            reader = ChangelogReader(kafka)
+            await reader.start()
+            stack.push_async_callback(reader.stop)
+            self._state = StateStore(
+                kafka.state_topic,
+                self._producer,
+                reader,
+                bucket_seconds=self.settings.recorder.bucket_seconds,
+                max_event_age_seconds=self.settings.recorder.max_event_age_seconds,
+                clock=lambda: self._clock().timestamp(),
+            )
+            live = await stack.enter_async_context(
+                LiveClient(self.settings.live, max_connections=self.settings.recorder.max_in_flight)
+            )
+            self._recorder = Recorder(
+                self.settings,
+                partitions=self.partitions,
+                producer=self._producer,
+                live=live,
+                state=self._state,
+                limiter=AsyncLimiter(self.settings.live.max_rps, 1.0),
+                metrics=self.metrics,
+                clock=self._clock,
+            )
+            if self.settings.metrics_port:
+                ops = OpsServer(
+                    self.metrics,
+                    self.settings.metrics_port,
+                    ready=lambda: self._ready,
+                    last_poll=lambda: self._last_poll,
+                )
+                await stack.enter_async_context(ops)
+                self.ops_port = ops.port
+            self._consumer = GroupConsumer(kafka, [kafka.moments_topic, kafka.repartition_topic], self)
+            # Closed before the producer: the group must not hand our partitions on while results are unsent.
+            stack.push_async_callback(self._consumer.stop)
+            await self._consumer.start()
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._entered = True
+        log.info(
+            "service_started",
+            brokers=kafka.bootstrap_servers,
+            moments_topic=kafka.moments_topic,
+            partitions=self.partitions,
+            group_id=kafka.group_id,
+            group_instance_id=kafka.group_instance_id,
+            live_url=self.settings.live.url,
+            ops_port=self.ops_port,
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def request_stop(self) -> None:
+        """Safe from a signal handler; idempotent."""
+        self._stopping.set()
+
+    async def stop(self) -> None:
+        """Idempotent: close the consumer (leaving the group), flush and close the producer, the HTTP client."""
+        self.request_stop()
+        if self._closed:
+            return
+        self._closed = True
+        await self._runner.close()
+        await self._stack.aclose()
+        log.info("service_stopped")
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Consume until `request_stop()` or a fatal error; drain, commit, and re-raise a fatal error."""
+        if not self._entered:
+            raise RuntimeError("Service.run() outside `async with Service(...)`")
+        sweeper = asyncio.create_task(self._expire_forever(), name="state-expiry")
+        try:
+            await self._consume()
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            abandoned = await self._runner.drain(self.settings.recorder.drain_timeout_seconds)
+            if abandoned:
+                log.warning("in_flight_abandoned", moments=abandoned, note="their keys become in_doubt, never re-sent")
+            await self._commit(force=True)
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def _consume(self) -> None:
+        limit = self.settings.recorder.max_in_flight
+        while not self._stopping.is_set():
+            capacity = limit - self._tracker.in_flight()
+            self._set_paused(capacity <= 0)
+            records = await self._consumer.fetch(POLL_TIMEOUT_MS, max(1, capacity))
+            self._last_poll = time.monotonic()
+            for record in records:
+                if record.source in self._revoking:
+                    continue  # its partition is being handed over; the next owner gets it
+                routed = self._recorder.route(record)
+                self._tracker.track(record.source, record.offset)
+                self._runner.submit(routed.lane, Job(record.source, record.offset, routed.run))
+            self.metrics.in_flight.set(self._tracker.in_flight())
+            await self._commit()
+
+    def _set_paused(self, paused: bool) -> None:
+        if paused == self._paused:
+            return
+        self._paused = paused
+        assignment = self._consumer.assignment()
+        if paused:
+            self._consumer.pause(assignment)
+        else:
+            self._consumer.resume(assignment)
+        self.metrics.paused.set(1 if paused else 0)
+        log.debug("consumer_paused" if paused else "consumer_resumed", in_flight=self._tracker.in_flight())
+
+    def _job_done(self, job: Job) -> None:
+        self._tracker.done(job.partition, job.offset)
+
+    def _job_failed(self, job: Job, exc: BaseException) -> None:
+        if not isinstance(exc, HighlightError):
+            log.error(
+                "moment_crashed",
+                topic=job.partition.topic,
+                partition=job.partition.partition,
+                offset=job.offset,
+                exc_info=exc,
+            )
+        self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Stop the service; `run` re-raises the first fatal error after draining and committing."""
+        if self._fatal is None:
+            self._fatal = exc
+        self.request_stop()
+
+    async def _commit(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_commit < COMMIT_INTERVAL_SECONDS:
+            return
+        async with self._commit_lock:
+            self._last_commit = now
+            offsets = {p: o for p, o in self._tracker.to_commit().items() if p not in self._revoking or force}
+            if not offsets:
+                return
+            try:
+                await self._consumer.commit(offsets)
+            except HighlightError as exc:
+                # Not fatal: the offsets stay uncommitted and their moments are answered again from state.
+                log.warning("commit_failed", error=str(exc))
+                return
+            self._tracker.committed(offsets)
+            self.metrics.commits.inc()
+            log.debug("offsets_committed", offsets={f"{p.topic}/{p.partition}": o for p, o in offsets.items()})
+
+    async def _expire_forever(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_INTERVAL_SECONDS)
+            expired = await self._state.expire()
+            self.metrics.state_entries.set(self._state.entries())
+            if expired:
+                log.info("state_expired", entries=expired)
+
+    # --- rebalances -------------------------------------------------------------------------------
+
+    async def partitions_revoked(self, revoked: set[Partition]) -> None:
+        """Drain first, then commit, then let go: committing before draining would double-send."""
+        if not revoked:
+            return
+        self._ready = False
+        self._revoking |= revoked
+        try:
+            abandoned = await self._runner.drain(self.settings.recorder.drain_timeout_seconds, revoked)
+            await self._commit(force=True)
+            self._tracker.forget(revoked)
+            self._state.release({p.partition for p in revoked}, keep=abandoned == 0 and self._fatal is None)
+            log.info(
+                "partitions_revoked",
+                partitions=sorted(f"{p.topic}/{p.partition}" for p in revoked),
+                abandoned=abandoned,
+            )
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        finally:
+            self._revoking -= revoked
+
+    async def partitions_assigned(self, assigned: set[Partition]) -> None:
+        """Restore the dedup state of these partitions before their first moment is processed."""
+        indexes = {p.partition for p in assigned}
+        try:
+            self._state.drop_kept(indexes)
+            report = await self._state.restore(indexes)
+        except BaseException as exc:
+            # aiokafka would only log a listener failure and carry on without state: stop instead.
+            self._fail(exc)
+            raise
+        if self._paused:
+            self._consumer.pause(assigned)
+        self.metrics.assigned.set(len(assigned))
+        self.metrics.state_entries.set(self._state.entries())
+        self.metrics.restore_seconds.observe(report.seconds)
+        self._ready = True
+        log.info(
+            "partitions_assigned",
+            partitions=sorted(f"{p.topic}/{p.partition}" for p in assigned),
+            state_records=report.records,
+            state_entries=report.entries,
+            in_doubt=report.in_doubt,
+            restore_seconds=round(report.seconds, 3),
+        )

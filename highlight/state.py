@@ -1,0 +1,176 @@
+"""Dedup state: an in-memory table per partition index, kept durable in the compacted state topic.
+
+A record for key (channel, bucket) goes to the state partition with the channel's home index, so the member
+that owns moments partition i restores exactly state partition i.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from highlight.dedup import (
+    DedupKey,
+    Entry,
+    Phase,
+    decode_entry,
+    decode_key,
+    encode_entry,
+    encode_key,
+    expires_at,
+)
+from highlight.kafka import ChangelogReader, Partition, Producer
+
+log = structlog.get_logger("highlight.state")
+
+# Tombstones sent together; the producer batches them into few requests.
+EXPIRY_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreReport:
+    partitions: int
+    records: int
+    entries: int
+    in_doubt: int
+    seconds: float
+
+
+class StateStore:
+    def __init__(
+        self,
+        topic: str,
+        producer: Producer,
+        reader: ChangelogReader,
+        *,
+        bucket_seconds: int,
+        max_event_age_seconds: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._topic = topic
+        self._producer = producer
+        self._reader = reader
+        self._bucket_seconds = bucket_seconds
+        self._max_age = max_event_age_seconds
+        self._clock = clock
+        self._tables: dict[int, dict[DedupKey, Entry]] = {}
+        # Where each kept table stops reflecting the log; a re-assigned index only reads what came after.
+        self._positions: dict[int, int] = {}
+        self._kept: set[int] = set()
+
+    def owns(self, index: int) -> bool:
+        return index in self._tables
+
+    def entries(self) -> int:
+        return sum(len(table) for table in self._tables.values())
+
+    def get(self, index: int, key: DedupKey) -> Entry | None:
+        return self._tables[index].get(key)
+
+    async def put(self, index: int, key: DedupKey, entry: Entry | None) -> None:
+        """Durable first (acknowledged by the brokers), then visible; `None` deletes."""
+        offset = await self._producer.send(
+            self._topic, None if entry is None else encode_entry(entry), key=encode_key(key), partition=index
+        )
+        if offset + 1 > self._positions.get(index, 0):
+            self._positions[index] = offset + 1
+        table = self._tables.get(index)
+        if table is None:
+            return  # released meanwhile (an expiry racing a revoke): the log holds the write, that is enough
+        if entry is None:
+            table.pop(key, None)
+        else:
+            table[key] = entry
+
+    async def restore(self, indexes: set[int]) -> RestoreReport:
+        """Bring the tables of `indexes` up to the end of the log; intents without outcome become in_doubt."""
+        started = time.perf_counter()
+        now = self._clock()
+        fresh = indexes - self._tables.keys()
+        for index in fresh:
+            self._tables[index] = {}
+        starts = {Partition(self._topic, i): self._positions.get(i, 0) for i in indexes}
+
+        def apply(partition: Partition, raw_key: bytes | None, raw_value: bytes | None) -> None:
+            if raw_key is None:
+                return
+            table = self._tables[partition.partition]
+            try:
+                key = decode_key(raw_key)
+                if raw_value is None or expires_at(key[1], self._bucket_seconds, self._max_age) <= now:
+                    table.pop(key, None)
+                else:
+                    table[key] = decode_entry(raw_value)
+            except (ValueError, KeyError, TypeError):
+                log.warning("state_record_unreadable", partition=partition.partition, key=raw_key[:100])
+
+        records, ends = await self._reader.read(sorted(starts), apply, starts)
+        for partition, end in ends.items():
+            self._positions[partition.partition] = end
+        in_doubt = 0
+        for index in indexes:
+            for key, entry in list(self._tables[index].items()):
+                if entry.phase is Phase.INTENT:
+                    # A call was cut off (crash, kill, abandoned drain): never call again for this key.
+                    await self.put(index, key, _in_doubt(entry))
+                    in_doubt += 1
+        self._kept -= indexes
+        return RestoreReport(
+            partitions=len(indexes),
+            records=records,
+            entries=sum(len(self._tables[i]) for i in indexes),
+            in_doubt=in_doubt,
+            seconds=time.perf_counter() - started,
+        )
+
+    def release(self, indexes: set[int], *, keep: bool) -> None:
+        """Give up indexes after a revoke.
+
+        A kept table is reused if an assignment brings its index back: it then reads only what others wrote
+        after our last write. Keep only when every write of ours is known to be applied (no job abandoned).
+        """
+        for index in indexes:
+            if keep:
+                self._kept.add(index)
+            else:
+                self._drop(index)
+
+    def drop_kept(self, except_indexes: set[int]) -> None:
+        for index in list(self._kept - except_indexes):
+            self._drop(index)
+        self._kept &= except_indexes
+
+    def _drop(self, index: int) -> None:
+        self._tables.pop(index, None)
+        self._positions.pop(index, None)
+        self._kept.discard(index)
+
+    async def expire(self) -> int:
+        """Delete entries whose bucket can no longer receive live moments; returns how many."""
+        now = self._clock()
+        expired = [
+            (index, key)
+            for index, table in self._tables.items()
+            if index not in self._kept
+            for key in table
+            if expires_at(key[1], self._bucket_seconds, self._max_age) <= now
+        ]
+        for chunk in range(0, len(expired), EXPIRY_BATCH):
+            await asyncio.gather(*(self.put(i, k, None) for i, k in expired[chunk : chunk + EXPIRY_BATCH]))
+        return len(expired)
+
+
+def _in_doubt(entry: Entry) -> Entry:
+    return Entry(
+        phase=Phase.IN_DOUBT,
+        event_id=entry.event_id,
+        start_time=entry.start_time,
+        end_time=entry.end_time,
+        error_code="in_doubt",
+        error_message="the call was cut off before its outcome was recorded; it is never re-sent",
+        attempts=entry.attempts,
+    )

@@ -1,0 +1,176 @@
+"""The Live_Tape_Start protocol, pure: signing, CST wall-clock times, clamping, the query, the reply.
+
+No I/O here, so every rule of the documents can be tested without a network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote_plus, urlencode
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from highlight.errors import LiveAccessRefused, LiveInDoubt, LiveRefused, LiveUnreachable
+
+INTERFACE = "Live_Tape_Start"
+CST = ZoneInfo("Asia/Shanghai")
+CST_FORMAT = "%Y-%m-%d %H:%M:%S"
+CST_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+
+MIN_RECORD_SECONDS = 300
+# The documents cap a real-time recording at 30 minutes.
+MAX_RECORD_SECONDS = 1800
+# `t` is the signature's expiry: short enough that a leaked URL is useless soon, long enough for clock skew.
+SIGNATURE_TTL_SECONDS = 60
+MAX_TASK_ID = 2**64 - 1
+
+RET_FREQUENCY_LIMIT = 1202
+# The fcgi gateway answers these for our own appid/key/clock problems, not for the moment.
+ACCESS_REFUSALS = ("appid is invalid", "sign invalid", "time expired")
+
+
+def sign(key: str, t: int) -> str:
+    """`sign = md5(key + t)`, `t` being the signature's UNIX expiry."""
+    return hashlib.md5((key + str(t)).encode(), usedforsecurity=False).hexdigest()
+
+
+def format_cst(instant: datetime) -> str:
+    """China Standard Time wall clock, whatever the host's zone; `instant` must be aware."""
+    if instant.tzinfo is None:
+        raise ValueError("a naive datetime has no defined instant")
+    return instant.astimezone(CST).strftime(CST_FORMAT)
+
+
+def parse_cst(text: str) -> datetime:
+    """The inverse of `format_cst`, strict about the documented shape."""
+    if not CST_PATTERN.fullmatch(text):
+        raise ValueError(f"not 'YYYY-MM-DD HH:MM:SS': {text!r}")
+    return datetime.strptime(text, CST_FORMAT).replace(tzinfo=CST)
+
+
+def clamp_record_seconds(requested: int) -> int:
+    """Real-time recordings last 5 to 30 minutes."""
+    return max(MIN_RECORD_SECONDS, min(MAX_RECORD_SECONDS, requested))
+
+
+@dataclass(frozen=True, slots=True)
+class TapeOptions:
+    """What a moment may ask of its recording; `None` leaves the API's default."""
+
+    channel_id: str
+    record_seconds: int
+    file_format: str | None = None
+    record_type: str | None = None
+    domain: str | None = None
+    path: str | None = None
+    mix_stream: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TapeWindow:
+    start_time: str
+    end_time: str
+
+
+def window_at(now: datetime, record_seconds: int) -> TapeWindow:
+    """The recording window of an attempt made at `now`: real time starts now."""
+    return TapeWindow(
+        start_time=format_cst(now),
+        end_time=format_cst(now + timedelta(seconds=clamp_record_seconds(record_seconds))),
+    )
+
+
+def query_string(appid: str, key: str, options: TapeOptions, window: TapeWindow, now: datetime) -> str:
+    """The encoded query of one attempt.
+
+    Form encoding (space as `+`, everything else reserved percent-encoded as UTF-8) is what the documents show
+    for the times, and it carries `& = + % /` and non-ASCII channel ids intact.
+    """
+    t = int(now.timestamp()) + SIGNATURE_TTL_SECONDS
+    params: list[tuple[str, str]] = [
+        ("appid", appid),
+        ("interface", INTERFACE),
+        ("Param.s.channel_id", options.channel_id),
+        ("Param.s.start_time", window.start_time),
+        ("Param.s.end_time", window.end_time),
+        ("Param.n.task_sub_type", "1"),
+    ]
+    if options.file_format is not None:
+        params.append(("Param.s.file_format", options.file_format))
+    if options.record_type is not None:
+        params.append(("Param.s.record_type", options.record_type))
+    if options.domain is not None:
+        params.append(("Param.s.domain", options.domain))
+    if options.path is not None:
+        params.append(("Param.s.path", options.path))
+    if options.mix_stream is not None:
+        params.append(("Param.n.mix_stream", str(options.mix_stream)))
+    params += [("t", str(t)), ("sign", sign(key, t))]
+    return urlencode(params, quote_via=quote_plus)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_reply(status: int, body: bytes) -> int:
+    """The task id of a successful reply, or the classified reason there is none.
+
+    The real endpoint answers JSON labelled text/html, so the Content-Type is never consulted.
+    """
+    if status >= 500 or status == 429:
+        # The gateway failed or shed load before the backend created anything.
+        raise LiveUnreachable(f"HTTP {status} from the Live API", code=f"http_{status}")
+    text = body.decode("utf-8", errors="replace")
+    if 400 <= status < 500:
+        raise LiveAccessRefused(
+            f"HTTP {status} from the Live API: check HIGHLIGHT_LIVE_URL ({_snippet(text)})",
+            code=f"http_{status}",
+        )
+    try:
+        reply = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        _raise_if_access_refused(text)
+        raise LiveInDoubt(f"unreadable reply: {_snippet(text)}", code="invalid_reply") from None
+    if not isinstance(reply, dict) or not _is_int(reply.get("ret")):
+        raise LiveInDoubt(f"reply without an integer ret: {_snippet(text)}", code="invalid_reply")
+    ret: int = reply["ret"]
+    message = str(reply.get("message") or reply.get("errmsg") or "")
+    if ret != 0:
+        _raise_if_access_refused(message)
+        raise LiveRefused(ret, message or f"ret {ret}")
+    output = reply.get("output")
+    task_id = output.get("task_id") if isinstance(output, dict) else None
+    parsed = _parse_task_id(task_id)
+    if parsed is None:
+        # ret 0 says a recording started, but without its id we cannot answer for it.
+        raise LiveInDoubt(f"ret 0 without a valid output.task_id: {_snippet(text)}", code="invalid_reply")
+    return parsed
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_task_id(value: object) -> int | None:
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TASK_ID:
+        return value
+    return None
+
+
+def _raise_if_access_refused(message: str) -> None:
+    lowered = message.lower()
+    for refusal in ACCESS_REFUSALS:
+        if refusal in lowered:
+            raise LiveAccessRefused(f"the Live API refused our credentials: {message.strip()}", code=refusal)
+
+
+def _snippet(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

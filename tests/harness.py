@@ -1,0 +1,180 @@
+"""Test helpers: settings for a broker and simulator, producing moments, collecting results, a running service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from highlight import config
+from highlight.config import Settings
+from highlight.service import Service
+
+APPID = "1234"
+KEY = "test-secret-key-5d41402abc4b2a76"
+
+
+@dataclass(frozen=True)
+class Names:
+    moments: str
+    results: str
+    dlq: str
+    state: str
+    repartition: str
+    group: str
+
+    @classmethod
+    def unique(cls, label: str = "t") -> Names:
+        tag = f"{label}-{uuid.uuid4().hex[:10]}"
+        return cls(
+            moments=f"{tag}.moments",
+            results=f"{tag}.results",
+            dlq=f"{tag}.dlq",
+            state=f"{tag}.state",
+            repartition=f"{tag}.repartition",
+            group=f"{tag}.group",
+        )
+
+    def env(self) -> dict[str, str]:
+        return {
+            "HIGHLIGHT_MOMENTS_TOPIC": self.moments,
+            "HIGHLIGHT_RESULTS_TOPIC": self.results,
+            "HIGHLIGHT_DLQ_TOPIC": self.dlq,
+            "HIGHLIGHT_STATE_TOPIC": self.state,
+            "HIGHLIGHT_REPARTITION_TOPIC": self.repartition,
+            "HIGHLIGHT_GROUP_ID": self.group,
+        }
+
+
+def service_env(bootstrap: str, names: Names, live_url: str, **overrides: Any) -> dict[str, str]:
+    """The environment of a test instance: fast group joins and fetches, no ops port."""
+    env = {
+        "HIGHLIGHT_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "HIGHLIGHT_LIVE_URL": live_url,
+        "HIGHLIGHT_LIVE_APPID": APPID,
+        "HIGHLIGHT_LIVE_KEY": KEY,
+        # tansu holds every JoinGroup for about half the session timeout.
+        "HIGHLIGHT_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        # tansu answers a fetch only when its wait expires.
+        "HIGHLIGHT_KAFKA_FETCH_MAX_WAIT_MS": "20",
+        "HIGHLIGHT_METRICS_PORT": "0",
+        "HIGHLIGHT_DRAIN_TIMEOUT_SECONDS": "5",
+        "HIGHLIGHT_LIVE_MAX_RPS": "1000",
+        "HIGHLIGHT_LOG_FORMAT": "json",
+        **names.env(),
+    }
+    env.update({f"HIGHLIGHT_{k.upper()}": str(v) for k, v in overrides.items()})
+    return env
+
+
+def settings_for(bootstrap: str, names: Names, live_url: str, **overrides: Any) -> Settings:
+    return config.load(service_env(bootstrap, names, live_url, **overrides))
+
+
+def iso(instant: datetime) -> str:
+    return instant.isoformat()
+
+
+def moment(event_id: str, channel_id: str, *, age_seconds: float = 0, **fields: Any) -> dict[str, Any]:
+    occurred = datetime.now(UTC) - timedelta(seconds=age_seconds)
+    return {"event_id": event_id, "channel_id": channel_id, "occurred_at": iso(occurred), **fields}
+
+
+async def create_topics(bootstrap: str, topics: Mapping[str, int]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, count, 1) for name, count in topics.items()])
+    finally:
+        await admin.close()
+
+
+async def produce(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[dict[str, Any] | bytes | None],
+    *,
+    key: bytes | None | str = "channel",
+    partition: int | None = None,
+) -> None:
+    """Moments keyed by their channel (as upstream should) unless `key` says otherwise."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    await producer.start()
+    try:
+        for record in records:
+            if isinstance(record, dict):
+                value: bytes | None = orjson.dumps(record)
+                record_key = record["channel_id"].encode() if key == "channel" else key
+            else:
+                value = record
+                record_key = None if key == "channel" else key
+            assert not isinstance(record_key, str)
+            await producer.send_and_wait(topic, value, key=record_key, partition=partition)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(bootstrap: str, topic: str, count: int, *, timeout: float = 30.0) -> list[Any]:
+    """At least `count` records of `topic` from the beginning (raw ConsumerRecords), or fail after `timeout`."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        for _ in range(50):
+            if partitions:
+                break
+            await asyncio.sleep(0.1)
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions or [])]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(records) < count and loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=100)
+            for messages in batch.values():
+                records.extend(messages)
+        if count == 0:
+            # Give stragglers a moment to show up: an empty topic is part of the assertion.
+            batch = await consumer.getmany(timeout_ms=500)
+            for messages in batch.values():
+                records.extend(messages)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def results(bootstrap: str, topic: str, count: int, *, timeout: float = 30.0) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value) for r in await read_topic(bootstrap, topic, count, timeout=timeout)]
+
+
+def by_event(documents: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    table: dict[str, dict[str, Any]] = {}
+    for document in documents:
+        assert document["event_id"] not in table or table[document["event_id"]] == document | {
+            "processed_at": table[document["event_id"]]["processed_at"]
+        }, f"two different results for {document['event_id']}"
+        table.setdefault(document["event_id"], document)
+    return table
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Service]:
+    """A service consuming in the background; stopped cleanly (drain, commit) on exit."""
+    async with Service(settings) as service:
+        task = asyncio.create_task(service.run())
+        try:
+            yield service
+        finally:
+            service.request_stop()
+            await task

@@ -1,0 +1,774 @@
+"""Structural checks of the deployment files: Dockerfile, .dockerignore, docker-compose.yml and deploy/.
+
+No Docker engine is needed (nor available in CI): the files are parsed, and each test pins one property a
+deployment relies on. Configuration names are checked against `highlight.config.ENV_DEFAULTS`, the single
+list of documented settings.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from highlight.config import ENV_DEFAULTS
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+LIVE_ENV_EXAMPLE = ROOT / "deploy" / "live.env.example"
+KUBERNETES = ROOT / "deploy" / "kubernetes.yaml"
+
+REAL_BLOCK_BEGIN = "# >>> real-endpoint"
+REAL_BLOCK_END = "# <<< real-endpoint"
+REAL_SERVICE = "recorder-live"
+REAL_ENV_FILE = "./deploy/live.env"
+
+HIGHLIGHT_NAME = re.compile(r"\bHIGHLIGHT_[A-Z0-9_]+\b")
+# The service stops within 30 s of SIGTERM; whatever kills it must wait longer.
+DRAIN_BOUND_SECONDS = 30
+METRICS_PORT = ENV_DEFAULTS["HIGHLIGHT_METRICS_PORT"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Parsing helpers
+
+
+def read(path: Path) -> str:
+    assert path.is_file(), f"{path.relative_to(ROOT)} is missing"
+    return path.read_text(encoding="utf-8")
+
+
+def uncomment_real_endpoint(text: str) -> str:
+    """The compose text with the commented real-endpoint block between the markers turned into YAML."""
+    lines = text.splitlines()
+    begins = [i for i, line in enumerate(lines) if line.strip() == REAL_BLOCK_BEGIN]
+    ends = [i for i, line in enumerate(lines) if line.strip() == REAL_BLOCK_END]
+    assert len(begins) == 1, f"expected one {REAL_BLOCK_BEGIN!r} marker line, found {len(begins)}"
+    assert len(ends) == 1, f"expected one {REAL_BLOCK_END!r} marker line, found {len(ends)}"
+    begin, end = begins[0], ends[0]
+    assert begin < end, "the real-endpoint markers are out of order"
+    for i in range(begin + 1, end):
+        assert not lines[i].strip() or lines[i].lstrip().startswith("#"), (
+            f"line {i + 1} inside the real-endpoint block is live YAML; the block must stay commented"
+        )
+        lines[i] = re.sub(r"^(\s*)# ?", r"\1", lines[i], count=1)
+    return "\n".join(lines) + "\n"
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        pairs = (item.partition("=") for item in env)
+        return {name: value for name, _, value in pairs}
+    return {name: "" if value is None else str(value) for name, value in env.items()}
+
+
+def script_of(service: dict[str, Any]) -> str:
+    """The entrypoint and command of a service as one shell text, backslash continuations joined."""
+    parts: list[str] = []
+    for key in ("entrypoint", "command"):
+        value = service.get(key)
+        if isinstance(value, str):
+            parts.append(value)
+        elif isinstance(value, list):
+            parts.extend(str(item) for item in value)
+    return "\n".join(parts).replace("\\\n", " ")
+
+
+@dataclass
+class TopicSpec:
+    partitions: int | None = None
+    replication_factor: int | None = None
+    configs: dict[str, str] = field(default_factory=dict)
+    if_not_exists: bool = False
+
+
+def created_topics(service: dict[str, Any]) -> dict[str, TopicSpec]:
+    """Every `kafka-topics.sh --create` of a one-shot service, by topic name."""
+    topics: dict[str, TopicSpec] = {}
+    for line in script_of(service).splitlines():
+        if "kafka-topics" not in line or "--create" not in line:
+            continue
+        args = shlex.split(line)
+        spec = TopicSpec(if_not_exists="--if-not-exists" in args)
+        name = None
+        for flag, value in zip(args, [*args[1:], ""], strict=True):
+            if flag == "--topic":
+                name = value
+            elif flag == "--partitions":
+                spec.partitions = int(value)
+            elif flag == "--replication-factor":
+                spec.replication_factor = int(value)
+            elif flag == "--config":
+                key, _, setting = value.partition("=")
+                spec.configs[key] = setting
+        assert name, f"a kafka-topics.sh --create without --topic: {line.strip()}"
+        assert name not in topics, f"topic {name} is created twice"
+        topics[name] = spec
+    return topics
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    name: str
+    tag: str | None
+    digest: str | None
+
+
+def image_ref(image: str) -> ImageRef:
+    rest, _, digest = image.partition("@")
+    last_slash = rest.rfind("/")
+    colon = rest.rfind(":")
+    if colon > last_slash:
+        return ImageRef(rest[:colon], rest[colon + 1 :], digest or None)
+    return ImageRef(rest, None, digest or None)
+
+
+def is_local_image_name(name: str) -> bool:
+    """No registry host in front, so `docker compose build` names it and nothing pulls it."""
+    first = name.split("/", 1)[0]
+    return "/" not in name or not ("." in first or ":" in first or first == "localhost")
+
+
+def duration_seconds(text: str) -> float:
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 0.000001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|us|m|s)", text)
+    assert parts, f"not a compose duration: {text!r}"
+    assert "".join(number + unit for number, unit in parts) == text, f"not a compose duration: {text!r}"
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def option(args: list[str], flag: str) -> str:
+    assert flag in args, f"{flag} missing from {args}"
+    index = args.index(flag)
+    assert index + 1 < len(args), f"{flag} has no value in {args}"
+    return args[index + 1]
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("#") or (not line and not pending):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        pending += line
+        keyword, _, arguments = pending.partition(" ")
+        instructions.append((keyword.upper(), arguments.strip()))
+        pending = ""
+    assert not pending, "the Dockerfile ends inside a continuation line"
+    return instructions
+
+
+def final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    starts = [i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM"]
+    assert starts, "the Dockerfile has no FROM"
+    return instructions[starts[-1] :]
+
+
+def strip_flags(arguments: str) -> str:
+    """An instruction's arguments after its leading --options (HEALTHCHECK, COPY, RUN)."""
+    while arguments.startswith("--"):
+        _, _, arguments = arguments.partition(" ")
+        arguments = arguments.lstrip()
+    return arguments
+
+
+def dockerignore_excludes(patterns: list[str], path: str) -> bool:
+    """Docker's rule: the last pattern matching the path, or any of its parent directories, decides."""
+
+    def regex(pattern: str) -> re.Pattern[str]:
+        out = ""
+        i = 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                out += "(?:.*/)?"
+                i += 3
+            elif pattern.startswith("**", i):
+                out += ".*"
+                i += 2
+            elif pattern[i] == "*":
+                out += "[^/]*"
+                i += 1
+            elif pattern[i] == "?":
+                out += "[^/]"
+                i += 1
+            elif pattern[i] == "[":
+                close = pattern.index("]", i)
+                out += pattern[i : close + 1]
+                i = close + 1
+            else:
+                out += re.escape(pattern[i])
+                i += 1
+        return re.compile(out)
+
+    parts = path.strip("/").split("/")
+    candidates = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    excluded = False
+    for raw in patterns:
+        negate = raw.startswith("!")
+        pattern = raw[1:] if negate else raw
+        pattern = pattern.strip().strip("/")
+        if any(regex(pattern).fullmatch(candidate) for candidate in candidates):
+            excluded = not negate
+    return excluded
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = (line.strip() for line in read(DOCKERIGNORE).splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def env_file_entries(text: str) -> dict[str, str]:
+    entries: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        assert sep, f"not NAME=value: {line!r}"
+        entries[name.strip()] = value.strip()
+    return entries
+
+
+# --------------------------------------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture(scope="module")
+def compose_text() -> str:
+    return read(COMPOSE)
+
+
+@pytest.fixture(scope="module")
+def compose(compose_text: str) -> dict[str, Any]:
+    document = yaml.safe_load(compose_text)
+    assert isinstance(document, dict), "docker-compose.yml is not a mapping"
+    return document
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found = compose.get("services")
+    assert isinstance(found, dict), "docker-compose.yml has no services"
+    return found
+
+
+@pytest.fixture(scope="module")
+def real_services(compose_text: str) -> dict[str, dict[str, Any]]:
+    """The services once the real-endpoint block is uncommented."""
+    document = yaml.safe_load(uncomment_real_endpoint(compose_text))
+    found: dict[str, dict[str, Any]] = document["services"]
+    return found
+
+
+@pytest.fixture(scope="module")
+def topics(services: dict[str, dict[str, Any]]) -> dict[str, TopicSpec]:
+    assert "topics-init" in services, "no topics-init service"
+    return created_topics(services["topics-init"])
+
+
+@pytest.fixture(scope="module")
+def sim_args(services: dict[str, dict[str, Any]]) -> list[str]:
+    assert "live-sim" in services, "no live-sim service"
+    command = services["live-sim"].get("command")
+    assert isinstance(command, list), "live-sim's command must be an exec-form list"
+    assert command[0] == "simulate-live", f"live-sim does not run simulate-live: {command}"
+    return [str(arg) for arg in command]
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> list[tuple[str, str]]:
+    return dockerfile_instructions(read(DOCKERFILE))
+
+
+@pytest.fixture(scope="module")
+def kubernetes() -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(read(KUBERNETES)) if doc]
+
+
+@pytest.fixture(scope="module")
+def k8s_container(kubernetes: list[dict[str, Any]]) -> dict[str, Any]:
+    workloads = [doc for doc in kubernetes if doc["kind"] in {"Deployment", "StatefulSet"}]
+    assert len(workloads) == 1, f"expected one workload, found {[doc['kind'] for doc in workloads]}"
+    containers = workloads[0]["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1, "expected one container"
+    container: dict[str, Any] = containers[0]
+    return container
+
+
+# --------------------------------------------------------------------------------------------------------
+# Names: every HIGHLIGHT_* name anywhere in the deployment files is a documented setting
+
+
+@pytest.mark.parametrize(
+    "path", [COMPOSE, DOCKERFILE, LIVE_ENV_EXAMPLE, KUBERNETES], ids=lambda path: path.name
+)
+def test_every_highlight_name_in_deploy_file_is_documented(path: Path) -> None:
+    """Comments included: the real-endpoint block and the docs in comments must not drift from the config."""
+    unknown = sorted(set(HIGHLIGHT_NAME.findall(read(path))) - set(ENV_DEFAULTS))
+    assert not unknown, f"{path.name} names settings highlight.config does not document: {unknown}"
+
+
+def test_compose_highlight_services_set_only_documented_settings(
+    services: dict[str, dict[str, Any]], real_services: dict[str, dict[str, Any]]
+) -> None:
+    """Every environment key of a service running the highlight image is a documented HIGHLIGHT_* name."""
+    checked = 0
+    for name, service in {**services, **real_services}.items():
+        if service.get("image") != services["recorder"]["image"]:
+            continue
+        checked += 1
+        unknown = sorted(set(environment(service)) - set(ENV_DEFAULTS))
+        assert not unknown, f"service {name} sets undocumented variables: {unknown}"
+    assert checked >= 3, "expected live-sim, recorder and recorder-live to run the highlight image"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Images
+
+
+def test_compose_every_image_is_pinned_to_an_explicit_tag(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        assert "image" in service, f"service {name} has no image (a built service must name its image too)"
+        ref = image_ref(service["image"])
+        assert ref.tag or ref.digest, f"service {name}: image {service['image']!r} has no tag"
+        assert ref.tag != "latest", f"service {name}: image {service['image']!r} is not pinned"
+
+
+def test_compose_built_images_have_local_names(services: dict[str, dict[str, Any]]) -> None:
+    built = {name: service for name, service in services.items() if "build" in service}
+    assert built, "no service builds the image from this repository"
+    for name, service in built.items():
+        ref = image_ref(service["image"])
+        assert is_local_image_name(ref.name), f"service {name} builds but names a registry image {ref.name!r}"
+
+
+def test_compose_highlight_services_share_the_image_built_from_this_dockerfile(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    builder = services["live-sim"]
+    context = builder["build"] if isinstance(builder["build"], str) else builder["build"].get("context", ".")
+    assert Path(context) == Path("."), f"live-sim builds from {context!r}, not the repository root"
+    assert services["recorder"]["image"] == builder["image"], "recorder and live-sim run different images"
+
+
+def test_compose_kafka_is_apache_kafka_at_an_exact_version(services: dict[str, dict[str, Any]]) -> None:
+    for name in ("kafka", "topics-init"):
+        image = services[name]["image"]
+        assert re.fullmatch(r"apache/kafka:\d+\.\d+\.\d+", image), f"{name} image {image!r}"
+    assert services["kafka"]["image"] == services["topics-init"]["image"], "kafka and topics-init differ"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Kafka
+
+
+def test_compose_kafka_runs_kraft_without_zookeeper(services: dict[str, dict[str, Any]]) -> None:
+    env = environment(services["kafka"])
+    roles = {role.strip() for role in env.get("KAFKA_PROCESS_ROLES", "").split(",")}
+    assert {"broker", "controller"} <= roles, f"KAFKA_PROCESS_ROLES={env.get('KAFKA_PROCESS_ROLES')!r}"
+    voters = env.get("KAFKA_CONTROLLER_QUORUM_VOTERS", "")
+    assert voters.startswith(f"{env.get('KAFKA_NODE_ID')}@"), f"the node is not its own voter: {voters!r}"
+    assert env.get("KAFKA_CONTROLLER_LISTENER_NAMES"), "no KAFKA_CONTROLLER_LISTENER_NAMES"
+    for name, service in services.items():
+        assert "zookeeper" not in f"{name} {service.get('image', '')}".lower(), f"service {name} is ZooKeeper"
+        zookeeper_settings = [key for key in environment(service) if "ZOOKEEPER" in key.upper()]
+        assert not zookeeper_settings, f"service {name} configures ZooKeeper: {zookeeper_settings}"
+
+
+def test_compose_kafka_single_node_internal_topics_have_one_replica(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """With the default of 3, a single broker never creates __consumer_offsets and no group ever forms."""
+    env = environment(services["kafka"])
+    assert env.get("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR") == "1"
+    assert env.get("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR") == "1"
+
+
+def test_compose_kafka_advertises_the_recorders_bootstrap_address(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    advertised = environment(services["kafka"]).get("KAFKA_ADVERTISED_LISTENERS", "")
+    addresses = {entry.split("://", 1)[-1] for entry in advertised.split(",")}
+    bootstrap = environment(services["recorder"])["HIGHLIGHT_KAFKA_BOOTSTRAP_SERVERS"]
+    for server in bootstrap.split(","):
+        assert server in addresses, f"recorder bootstraps from {server}, kafka advertises {sorted(addresses)}"
+
+
+def test_compose_kafka_healthcheck_uses_the_kafka_cli(services: dict[str, dict[str, Any]]) -> None:
+    test = services["kafka"].get("healthcheck", {}).get("test")
+    assert test, "kafka has no healthcheck, so service_healthy never holds"
+    text = " ".join(test) if isinstance(test, list) else test
+    assert re.search(r"/opt/kafka/bin/kafka-(broker-api-versions|topics)\.sh", text), text
+
+
+# --------------------------------------------------------------------------------------------------------
+# Topics
+
+
+def test_compose_topics_init_creates_exactly_the_documented_topics(topics: dict[str, TopicSpec]) -> None:
+    expected = {
+        ENV_DEFAULTS["HIGHLIGHT_MOMENTS_TOPIC"],
+        ENV_DEFAULTS["HIGHLIGHT_RESULTS_TOPIC"],
+        ENV_DEFAULTS["HIGHLIGHT_DLQ_TOPIC"],
+        ENV_DEFAULTS["HIGHLIGHT_STATE_TOPIC"],
+        ENV_DEFAULTS["HIGHLIGHT_REPARTITION_TOPIC"] or f"{ENV_DEFAULTS['HIGHLIGHT_GROUP_ID']}.repartition",
+    }
+    assert set(topics) == expected
+
+
+def test_compose_recorder_topic_settings_match_the_created_topics(
+    services: dict[str, dict[str, Any]], topics: dict[str, TopicSpec]
+) -> None:
+    env = environment(services["recorder"])
+    group = env.get("HIGHLIGHT_GROUP_ID", ENV_DEFAULTS["HIGHLIGHT_GROUP_ID"])
+    names = {
+        setting: env.get(setting, ENV_DEFAULTS[setting])
+        for setting in (
+            "HIGHLIGHT_MOMENTS_TOPIC",
+            "HIGHLIGHT_RESULTS_TOPIC",
+            "HIGHLIGHT_DLQ_TOPIC",
+            "HIGHLIGHT_STATE_TOPIC",
+        )
+    }
+    names["HIGHLIGHT_REPARTITION_TOPIC"] = env.get("HIGHLIGHT_REPARTITION_TOPIC") or f"{group}.repartition"
+    for setting, topic in names.items():
+        assert topic in topics, f"recorder's {setting}={topic} is not created by topics-init"
+
+
+def test_compose_state_topic_is_compacted_with_the_moments_partition_count(
+    topics: dict[str, TopicSpec],
+) -> None:
+    moments = topics[ENV_DEFAULTS["HIGHLIGHT_MOMENTS_TOPIC"]]
+    state = topics[ENV_DEFAULTS["HIGHLIGHT_STATE_TOPIC"]]
+    assert state.configs.get("cleanup.policy") == "compact", f"state topic configs: {state.configs}"
+    assert state.partitions == moments.partitions, "the state topic is co-partitioned with the moments topic"
+
+
+def test_compose_repartition_topic_has_the_moments_partition_count(topics: dict[str, TopicSpec]) -> None:
+    repartition = (
+        ENV_DEFAULTS["HIGHLIGHT_REPARTITION_TOPIC"] or f"{ENV_DEFAULTS['HIGHLIGHT_GROUP_ID']}.repartition"
+    )
+    assert topics[repartition].partitions == topics[ENV_DEFAULTS["HIGHLIGHT_MOMENTS_TOPIC"]].partitions
+
+
+def test_compose_topics_init_is_an_idempotent_one_shot_with_explicit_layout(
+    services: dict[str, dict[str, Any]], topics: dict[str, TopicSpec]
+) -> None:
+    init = services["topics-init"]
+    assert init.get("restart") == "no", "topics-init must not restart after it succeeds"
+    assert init.get("depends_on", {}).get("kafka", {}).get("condition") == "service_healthy"
+    for name, spec in topics.items():
+        assert spec.if_not_exists, f"{name}: without --if-not-exists a second `up` fails"
+        assert spec.partitions, f"{name}: no explicit --partitions, so the broker default decides"
+        assert spec.partitions > 1, f"{name}: one partition leaves every replica but one idle"
+        assert spec.replication_factor == 1, f"{name}: a single broker holds one replica"
+
+
+# --------------------------------------------------------------------------------------------------------
+# The simulator and the recorder
+
+
+def test_compose_live_sim_healthcheck_probes_sim_healthz(
+    services: dict[str, dict[str, Any]], sim_args: list[str]
+) -> None:
+    test = services["live-sim"].get("healthcheck", {}).get("test")
+    assert test, "live-sim has no healthcheck, so service_healthy never holds"
+    text = " ".join(test) if isinstance(test, list) else test
+    assert f":{option(sim_args, '--port')}/_sim/healthz" in text, text
+    assert "curl" not in text, "python:slim has no curl"
+    assert "wget" not in text, "python:slim has no wget"
+
+
+def test_compose_recorder_depends_on_kafka_topics_and_simulator_being_ready(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    assert services["recorder"].get("depends_on") == {
+        "kafka": {"condition": "service_healthy"},
+        "topics-init": {"condition": "service_completed_successfully"},
+        "live-sim": {"condition": "service_healthy"},
+    }
+
+
+def test_compose_recorder_runs_at_least_two_replicas(services: dict[str, dict[str, Any]]) -> None:
+    recorder = services["recorder"]
+    replicas = recorder.get("deploy", {}).get("replicas", recorder.get("scale", 1))
+    assert int(replicas) >= 2, f"recorder replicas: {replicas}"
+
+
+def test_compose_recorder_can_scale_without_name_or_port_clashes(services: dict[str, dict[str, Any]]) -> None:
+    recorder = services["recorder"]
+    assert "container_name" not in recorder, "a fixed container_name allows one replica only"
+    assert "ports" not in recorder, "a published host port allows one replica only (use expose)"
+    assert "HIGHLIGHT_GROUP_INSTANCE_ID" not in environment(recorder), (
+        "replicas sharing one static group.instance.id fence each other off"
+    )
+
+
+def test_compose_recorder_stop_grace_period_outlasts_the_drain(services: dict[str, dict[str, Any]]) -> None:
+    grace = services["recorder"].get("stop_grace_period")
+    assert grace, "without stop_grace_period compose kills the recorder after 10 s, mid-drain"
+    assert duration_seconds(grace) > DRAIN_BOUND_SECONDS
+
+
+def test_compose_recorder_live_settings_match_the_simulator(
+    services: dict[str, dict[str, Any]], sim_args: list[str]
+) -> None:
+    env = environment(services["recorder"])
+    url = urlsplit(env["HIGHLIGHT_LIVE_URL"])
+    assert url.hostname == "live-sim", f"recorder calls {url.hostname}, not the simulator"
+    assert str(url.port) == option(sim_args, "--port")
+    assert url.path == urlsplit(ENV_DEFAULTS["HIGHLIGHT_LIVE_URL"]).path, "same path as the real endpoint"
+    assert env["HIGHLIGHT_LIVE_APPID"] == option(sim_args, "--appid")
+    assert env["HIGHLIGHT_LIVE_KEY"] == option(sim_args, "--key")
+
+
+# --------------------------------------------------------------------------------------------------------
+# The real endpoint and its key
+
+
+def test_compose_real_endpoint_block_is_off_by_default(services: dict[str, dict[str, Any]]) -> None:
+    assert REAL_SERVICE not in services
+
+
+def test_compose_real_endpoint_block_reads_credentials_from_the_env_file(
+    real_services: dict[str, dict[str, Any]], services: dict[str, dict[str, Any]]
+) -> None:
+    assert REAL_SERVICE in real_services, f"the uncommented block defines no {REAL_SERVICE} service"
+    real = real_services[REAL_SERVICE]
+    env_files = real.get("env_file")
+    env_files = [env_files] if isinstance(env_files, str) else env_files or []
+    paths = [entry if isinstance(entry, str) else entry["path"] for entry in env_files]
+    assert paths == [REAL_ENV_FILE], f"{REAL_SERVICE} env_file: {paths}"
+    env = environment(real)
+    # `environment` beats `env_file`: any of these set inline would shadow (or leak) the file's values.
+    for setting in ("HIGHLIGHT_LIVE_URL", "HIGHLIGHT_LIVE_APPID", "HIGHLIGHT_LIVE_KEY"):
+        assert setting not in env, f"{REAL_SERVICE} sets {setting} inline; it belongs in {REAL_ENV_FILE}"
+    assert real.get("image") == services["recorder"]["image"]
+    assert "live-sim" not in (real.get("depends_on") or {}), "the real recorder does not need the simulator"
+
+
+def test_compose_holds_no_live_key_but_the_simulators(
+    compose_text: str, real_services: dict[str, dict[str, Any]], sim_args: list[str]
+) -> None:
+    sim_key = option(sim_args, "--key")
+    assert "sim" in sim_key.lower(), f"the simulator's key {sim_key!r} should read as the simulator's"
+    for name, service in real_services.items():
+        env = environment(service)
+        if "HIGHLIGHT_LIVE_KEY" not in env:
+            continue
+        assert env["HIGHLIGHT_LIVE_KEY"] == sim_key, f"service {name} holds a Live key other than the sim's"
+        assert urlsplit(env.get("HIGHLIGHT_LIVE_URL", "")).hostname == "live-sim", (
+            f"service {name} sends a key to {env.get('HIGHLIGHT_LIVE_URL')!r}, not the simulator"
+        )
+    for number, line in enumerate(compose_text.splitlines(), start=1):
+        comment = line.partition("#")[2]
+        assert not re.search(r"HIGHLIGHT_LIVE_KEY\s*[:=]\s*\S", comment), (
+            f"line {number}: a Live key value in a comment is one uncomment away from the file"
+        )
+
+
+def test_live_env_example_documents_the_real_endpoint_with_placeholders() -> None:
+    entries = env_file_entries(read(LIVE_ENV_EXAMPLE))
+    assert set(entries) <= set(ENV_DEFAULTS), (
+        f"undocumented names: {sorted(set(entries) - set(ENV_DEFAULTS))}"
+    )
+    assert {"HIGHLIGHT_LIVE_APPID", "HIGHLIGHT_LIVE_KEY"} <= set(entries)
+    assert (
+        entries.get("HIGHLIGHT_LIVE_URL", ENV_DEFAULTS["HIGHLIGHT_LIVE_URL"])
+        == ENV_DEFAULTS["HIGHLIGHT_LIVE_URL"]
+    )
+    for setting in ("HIGHLIGHT_LIVE_APPID", "HIGHLIGHT_LIVE_KEY"):
+        assert "REPLACE" in entries[setting].upper(), f"{setting} in the example must be a placeholder"
+
+
+def test_gitignore_ignores_the_real_env_file_but_not_the_example() -> None:
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed")
+    inside = subprocess.run(
+        [git, "-C", str(ROOT), "rev-parse", "--is-inside-work-tree"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if inside.stdout.strip() != "true":
+        pytest.skip("not a git work tree")
+
+    def ignored(path: str) -> bool:
+        done = subprocess.run([git, "-C", str(ROOT), "check-ignore", "-q", "--no-index", path], check=False)
+        assert done.returncode in (0, 1), f"git check-ignore failed on {path}"
+        return done.returncode == 0
+
+    assert ignored("deploy/live.env"), "add `deploy/*.env` to .gitignore: deploy/live.env holds the Live key"
+    assert not ignored("deploy/live.env.example"), "the example must stay committed"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Dockerfile and .dockerignore
+
+
+def test_dockerfile_base_images_are_pinned_python_311_slim(dockerfile: list[tuple[str, str]]) -> None:
+    stages: set[str] = set()
+    bases = []
+    for keyword, arguments in dockerfile:
+        if keyword != "FROM":
+            continue
+        words = strip_flags(arguments).split()
+        if words[0] not in stages:
+            bases.append(words[0])
+        if len(words) == 3 and words[1].upper() == "AS":
+            stages.add(words[2])
+    assert len(bases) >= 2, "expected a multi-stage build (build the wheel, then install it)"
+    for base in bases:
+        assert re.fullmatch(r"python:3\.11\.\d+-slim(-[a-z]+)?(@sha256:[0-9a-f]{64})?", base), base
+
+
+def test_dockerfile_builds_a_wheel_and_installs_it_without_pip_cache(
+    dockerfile: list[tuple[str, str]],
+) -> None:
+    runs = [arguments for keyword, arguments in dockerfile if keyword == "RUN"]
+    assert any("pip wheel" in run for run in runs), "no stage builds wheels"
+    installs = [run for keyword, run in final_stage(dockerfile) if keyword == "RUN" and "pip install" in run]
+    assert installs, "the final stage installs nothing"
+    assert all("--no-cache-dir" in run for run in installs), installs
+
+
+def copy_sources(dockerfile: list[tuple[str, str]]) -> set[str]:
+    """What the Dockerfile copies from the build context (not from other stages)."""
+    sources: set[str] = set()
+    for keyword, arguments in dockerfile:
+        if keyword == "COPY" and "--from" not in arguments:
+            sources.update(word.rstrip("/") for word in strip_flags(arguments).split()[:-1])
+    return sources
+
+
+def test_dockerfile_build_context_includes_readme_and_schemas(dockerfile: list[tuple[str, str]]) -> None:
+    sources = copy_sources(dockerfile)
+    assert {"pyproject.toml", "README.md", "schemas", "highlight"} <= sources, sources
+
+
+def test_dockerfile_runs_as_a_non_root_user(dockerfile: list[tuple[str, str]]) -> None:
+    users = [arguments for keyword, arguments in final_stage(dockerfile) if keyword == "USER"]
+    assert users, "the final stage has no USER, so it runs as root"
+    user = users[-1].split(":")[0]
+    assert user not in {"root", "0"}, f"USER {users[-1]}"
+
+
+def test_dockerfile_entrypoint_is_highlight_and_default_command_run(
+    dockerfile: list[tuple[str, str]],
+) -> None:
+    stage = final_stage(dockerfile)
+    entrypoints = [arguments for keyword, arguments in stage if keyword == "ENTRYPOINT"]
+    commands = [arguments for keyword, arguments in stage if keyword == "CMD"]
+    assert entrypoints, "no ENTRYPOINT"
+    assert commands, "no CMD"
+    # Exec form (JSON) so the service is PID 1 and receives SIGTERM itself.
+    assert json.loads(entrypoints[-1]) == ["highlight"]
+    assert json.loads(commands[-1]) == ["run"]
+
+
+def test_dockerfile_healthcheck_probes_healthz_on_the_metrics_port(dockerfile: list[tuple[str, str]]) -> None:
+    checks = [arguments for keyword, arguments in final_stage(dockerfile) if keyword == "HEALTHCHECK"]
+    assert checks, "no HEALTHCHECK"
+    command = strip_flags(checks[-1])
+    assert command.startswith("CMD "), f"HEALTHCHECK {command}"
+    # Exec form must be valid JSON, or Docker silently runs the whole text through a shell.
+    argv = json.loads(command.removeprefix("CMD ").strip())
+    text = " ".join(argv)
+    assert argv[0] == "python", "slim images have no curl: probe with the interpreter"
+    assert "urllib" in text
+    assert "/healthz" in text
+    assert f"'{METRICS_PORT}'" in text or f":{METRICS_PORT}/" in text, f"probe is not on port {METRICS_PORT}"
+
+
+def test_dockerfile_stops_on_sigterm_with_unbuffered_output(dockerfile: list[tuple[str, str]]) -> None:
+    stage = final_stage(dockerfile)
+    assert [arguments for keyword, arguments in stage if keyword == "STOPSIGNAL"] == ["SIGTERM"]
+    envs = " ".join(arguments for keyword, arguments in stage if keyword == "ENV")
+    assert re.search(r"\bPYTHONUNBUFFERED=1\b", envs), "logs would sit in a buffer until exit"
+
+
+def test_dockerignore_admits_what_the_dockerfile_copies(dockerfile: list[tuple[str, str]]) -> None:
+    patterns = dockerignore_patterns()
+    sources = copy_sources(dockerfile)
+    assert sources, "the Dockerfile copies nothing from the build context"
+    for source in sorted(sources):
+        # A directory is admitted when a file inside it is.
+        path = f"{source}/module.py" if (ROOT / source).is_dir() else source
+        assert not dockerignore_excludes(patterns, path), f".dockerignore drops {path}, which the build COPYs"
+
+
+def test_dockerignore_keeps_secrets_and_local_state_out_of_the_build_context() -> None:
+    patterns = dockerignore_patterns()
+    for path in (
+        "deploy/live.env",
+        ".git/config",
+        ".venv/bin/python",
+        "highlight/__pycache__/cli.cpython-311.pyc",
+    ):
+        assert dockerignore_excludes(patterns, path), f".dockerignore lets {path} into the build context"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Kubernetes example
+
+
+def test_kubernetes_example_reads_the_live_key_from_a_secret(k8s_container: dict[str, Any]) -> None:
+    env = {entry["name"]: entry for entry in k8s_container["env"]}
+    key = env.get("HIGHLIGHT_LIVE_KEY")
+    assert key, "HIGHLIGHT_LIVE_KEY is not set"
+    assert "value" not in key, "the Live key is written into the manifest"
+    assert key.get("valueFrom", {}).get("secretKeyRef", {}).get("name"), (
+        "HIGHLIGHT_LIVE_KEY is not a secretKeyRef"
+    )
+    unknown = sorted(set(env) - set(ENV_DEFAULTS))
+    assert not unknown, f"undocumented settings: {unknown}"
+
+
+def test_kubernetes_example_probes_healthz_and_readyz_on_the_metrics_port(
+    k8s_container: dict[str, Any],
+) -> None:
+    ports = {port.get("name"): port["containerPort"] for port in k8s_container["ports"]}
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        http = k8s_container.get(probe, {}).get("httpGet")
+        assert http, f"no {probe}"
+        assert http["path"] == path, f"{probe} probes {http['path']}"
+        port = ports.get(http["port"], http["port"])
+        assert str(port) == METRICS_PORT, f"{probe} probes port {port}"
+
+
+def test_kubernetes_example_static_membership_uses_the_statefulset_pod_name(
+    kubernetes: list[dict[str, Any]], k8s_container: dict[str, Any]
+) -> None:
+    assert any(doc["kind"] == "StatefulSet" for doc in kubernetes), (
+        "pod names are stable only in a StatefulSet"
+    )
+    env = {entry["name"]: entry for entry in k8s_container["env"]}
+    instance = env.get("HIGHLIGHT_GROUP_INSTANCE_ID", {})
+    assert instance.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name"
+
+
+def test_kubernetes_example_outlasts_the_drain_as_a_non_root_user(kubernetes: list[dict[str, Any]]) -> None:
+    (workload,) = [doc for doc in kubernetes if doc["kind"] in {"Deployment", "StatefulSet"}]
+    pod = workload["spec"]["template"]["spec"]
+    assert pod.get("terminationGracePeriodSeconds", 30) > DRAIN_BOUND_SECONDS
+    assert pod.get("securityContext", {}).get("runAsNonRoot") is True
+    image = pod["containers"][0]["image"]
+    assert image_ref(image).tag not in (None, "latest"), f"unpinned image {image!r}"

@@ -19,7 +19,7 @@ from highlight.errors import LiveAccessRefused, LiveInDoubt, LiveRefused, LiveUn
 INTERFACE = "Live_Tape_Start"
 CST = ZoneInfo("Asia/Shanghai")
 CST_FORMAT = "%Y-%m-%d %H:%M:%S"
-CST_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+CST_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", re.ASCII)
 
 MIN_RECORD_SECONDS = 300
 # The documents cap a real-time recording at 30 minutes.

@@ -16,7 +16,7 @@ def broker() -> Iterator[EmbeddedBroker]:
         yield embedded
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def bootstrap(broker: EmbeddedBroker) -> str:
     return broker.bootstrap
 

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from highlight import config
+from highlight import config, schemas
 from highlight.config import Settings
 from highlight.service import Service
 
@@ -102,7 +106,7 @@ async def produce(
     topic: str,
     records: Iterable[dict[str, Any] | bytes | None],
     *,
-    key: bytes | None | str = "channel",
+    key: bytes | str | None = "channel",
     partition: int | None = None,
 ) -> None:
     """Moments keyed by their channel (as upstream should) unless `key` says otherwise."""
@@ -155,7 +159,15 @@ async def read_topic(bootstrap: str, topic: str, count: int, *, timeout: float =
 
 
 async def results(bootstrap: str, topic: str, count: int, *, timeout: float = 30.0) -> list[dict[str, Any]]:
-    return [orjson.loads(r.value) for r in await read_topic(bootstrap, topic, count, timeout=timeout)]
+    """Result documents, each checked against the published schema and keyed by its channel."""
+    documents = []
+    validate = schemas.validator(schemas.RESULT_SCHEMA)
+    for record in await read_topic(bootstrap, topic, count, timeout=timeout):
+        document = orjson.loads(record.value)
+        validate(document)
+        assert record.key == document["channel_id"].encode(), "results are keyed by channel_id"
+        documents.append(document)
+    return documents
 
 
 def by_event(documents: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -178,3 +190,50 @@ async def running(settings: Settings) -> AsyncIterator[Service]:
         finally:
             service.request_stop()
             await task
+
+
+async def result_of(bootstrap: str, topic: str, event_id: str, *, timeout: float = 30.0) -> dict[str, Any]:
+    """The result of one moment, from a results topic that other tests' moments share."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        found = [d for d in await results(bootstrap, topic, 0, timeout=0.2) if d["event_id"] == event_id]
+        if found:
+            return found[0]
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no result for {event_id} within {timeout} s")
+
+
+def spawn(env: Mapping[str, str], log_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`highlight run` as a real process (so it can be SIGTERMed or SIGKILLed)."""
+    full_env = {"PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1", **env}
+    log = log_path.open("ab")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "highlight", "run", *args],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        log.close()
+
+
+async def committed_offset(bootstrap: str, group: str, topic: str, partition: int) -> int | None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        offset: int | None = await consumer.committed(TopicPartition(topic, partition))
+        return offset
+    finally:
+        await consumer.stop()
+
+
+async def wait_until(predicate: Callable[[], bool], *, timeout: float = 30.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)

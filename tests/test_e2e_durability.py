@@ -1,0 +1,161 @@
+"""End to end: dedup survives restarts and kill -9, at most one call per key, clean SIGTERM, refused credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from highlight.dedup import Entry, Phase, encode_entry, encode_key
+from highlight.errors import LiveAccessRefused
+from highlight.kafka import home_partition
+from highlight.moment import bucket_of, parse_rfc3339
+from highlight.service import Service
+from highlight.simulator import LiveSimulator
+from tests.harness import (
+    Names,
+    by_event,
+    committed_offset,
+    create_topics,
+    moment,
+    produce,
+    result_of,
+    results,
+    running,
+    service_env,
+    settings_for,
+    spawn,
+    wait_until,
+)
+
+
+async def test_redelivered_and_replayed_moments_are_answered_from_state_without_a_new_call(
+    bootstrap: str, names: Names, simulator: LiveSimulator
+) -> None:
+    await create_topics(bootstrap, {names.moments: 2})
+    first = [moment("s1", "chan-a"), moment("s2", "chan-a"), moment("s3", "chan-b")]
+    await produce(bootstrap, names.moments, first)
+    async with running(settings_for(bootstrap, names, simulator.url)):
+        before = by_event(await results(bootstrap, names.results, 3))
+    calls = len(simulator.calls)
+    assert calls == 2
+
+    # A new group re-reads everything from the beginning, as after a crash before any commit; the same
+    # moments are also published again. The state topic is all that remembers.
+    regrouped = Names(**{**names.__dict__, "group": names.group + "-again"})
+    await produce(bootstrap, names.moments, [moment("s1", "chan-a") | {"occurred_at": first[0]["occurred_at"]}])
+    async with running(settings_for(bootstrap, regrouped, simulator.url)):
+        after = await results(bootstrap, names.results, 3 + 4)
+    assert len(simulator.calls) == calls, "no second call for any key"
+    for document in after[3:]:
+        original = before[document["event_id"]]
+        assert document["status"] == original["status"], document
+        assert document.get("task_id") == original.get("task_id")
+    assert before["s1"]["status"] == "started", "the starter stays `started`, not `duplicate`"
+
+
+async def test_an_intent_without_outcome_makes_the_key_in_doubt_forever(
+    bootstrap: str, names: Names, simulator: LiveSimulator
+) -> None:
+    partitions = 2
+    await create_topics(bootstrap, {names.moments: partitions, names.state: partitions})
+    crashed = moment("crashed-1", "chan-x")
+    bucket = bucket_of(parse_rfc3339(crashed["occurred_at"]), 300)
+    intent = Entry(Phase.INTENT, "crashed-1", "2026-01-01 10:00:00", "2026-01-01 10:05:00", attempts=1)
+    # What a service killed mid-call leaves behind: the intent, acknowledged, and no outcome.
+    await produce(
+        bootstrap,
+        names.state,
+        [encode_entry(intent)],
+        key=encode_key(("chan-x", bucket)),
+        partition=home_partition("chan-x", partitions),
+    )
+    await produce(
+        bootstrap, names.moments, [crashed, moment("later-1", "chan-x") | {"occurred_at": crashed["occurred_at"]}]
+    )
+    async with running(settings_for(bootstrap, names, simulator.url)):
+        got = by_event(await results(bootstrap, names.results, 2))
+    assert got["crashed-1"]["status"] == "in_doubt"
+    assert got["later-1"]["status"] == "in_doubt"
+    assert got["crashed-1"]["start_time"] == "2026-01-01 10:00:00", "the window the cut-off call carried"
+    assert simulator.calls == [], "an in-doubt key is never called again"
+
+
+async def test_kill_9_during_a_call_never_leads_to_a_second_call(
+    bootstrap: str, names: Names, simulator: LiveSimulator, tmp_path: Path
+) -> None:
+    await create_topics(bootstrap, {names.moments: 1})
+    simulator.inject("hang", channel="kill-chan")
+    env = service_env(bootstrap, names, simulator.url)
+    process = spawn(env, tmp_path / "killed.log")
+    try:
+        await produce(bootstrap, names.moments, [moment("k1", "kill-chan")])
+        await wait_until(lambda: bool(simulator.calls_for("kill-chan")), what="the call to arrive")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    await produce(bootstrap, names.moments, [moment("k2", "kill-chan")])
+    async with running(settings_for(bootstrap, names, simulator.url)):
+        got = by_event(await results(bootstrap, names.results, 2))
+    assert got["k1"]["status"] == "in_doubt", "the redelivered moment whose call was cut off"
+    assert got["k2"]["status"] == "in_doubt", "a later moment of the same key"
+    assert len(simulator.calls_for("kill-chan")) == 1
+
+
+async def test_sigterm_finishes_in_flight_work_commits_and_exits_0(
+    bootstrap: str, names: Names, simulator: LiveSimulator, tmp_path: Path
+) -> None:
+    await create_topics(bootstrap, {names.moments: 1})
+    simulator.set_config(latency_ms=(2000, 2000))
+    process = spawn(service_env(bootstrap, names, simulator.url), tmp_path / "term.log")
+    try:
+        await produce(bootstrap, names.moments, [moment("t1", "term-chan")])
+        await wait_until(lambda: bool(simulator.calls_for("term-chan")), what="the call to arrive")
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, 30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 0, (tmp_path / "term.log").read_text()
+    assert time.monotonic() - started < 30
+    result = await result_of(bootstrap, names.results, "t1", timeout=5)
+    assert result["status"] == "started", "the in-flight call was finished, not dropped"
+    assert await committed_offset(bootstrap, names.group, names.moments, 0) == 1
+
+
+async def test_refused_credentials_stop_the_service_without_burning_the_moment(
+    bootstrap: str, names: Names, simulator: LiveSimulator, tmp_path: Path
+) -> None:
+    await create_topics(bootstrap, {names.moments: 1})
+    await produce(bootstrap, names.moments, [moment("a1", "auth-chan")])
+    wrong = service_env(bootstrap, names, simulator.url) | {"HIGHLIGHT_LIVE_KEY": "not-the-key"}
+    process = spawn(wrong, tmp_path / "auth.log")
+    code = await asyncio.to_thread(process.wait, 60)
+    output = (tmp_path / "auth.log").read_text()
+    assert code == 78, output
+    errors = [line for line in output.splitlines() if line.startswith("highlight: error:")]
+    assert len(errors) == 1 and "sign invalid" in errors[0], output
+    assert "Traceback" not in output
+    assert simulator.calls[0].outcome == "sign invalid"
+
+    async with running(settings_for(bootstrap, names, simulator.url)):
+        result = await result_of(bootstrap, names.results, "a1")
+    assert result["status"] == "started", "the moment was kept for the next start, not marked failed"
+    statuses = [d["status"] for d in await results(bootstrap, names.results, 1, timeout=1)]
+    assert statuses == ["started"]
+
+
+async def test_access_refusal_is_raised_from_run_in_process(
+    bootstrap: str, names: Names, simulator: LiveSimulator
+) -> None:
+    await create_topics(bootstrap, {names.moments: 1})
+    simulator.inject("auth:appid is invalid", channel="appid-chan")
+    await produce(bootstrap, names.moments, [moment("p1", "appid-chan")])
+    async with Service(settings_for(bootstrap, names, simulator.url)) as service:
+        with pytest.raises(LiveAccessRefused, match="appid is invalid"):
+            await asyncio.wait_for(service.run(), 30)
+    assert await committed_offset(bootstrap, names.group, names.moments, 0) is None

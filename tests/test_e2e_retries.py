@@ -1,0 +1,126 @@
+"""End to end: how each kind of failure is classified, retried (never within 3 s) or not, and answered.
+
+One service and one simulator serve the whole module; each test uses its own channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from highlight.broker import free_port
+from highlight.service import Service
+from highlight.simulator import LiveSimulator, SimulatorConfig
+from tests.harness import APPID, KEY, Names, create_topics, moment, produce, result_of, running, settings_for
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def sim() -> AsyncIterator[LiveSimulator]:
+    async with LiveSimulator(SimulatorConfig(appid=APPID, key=KEY, seed=3)) as simulator:
+        yield simulator
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def topics(bootstrap: str) -> Names:
+    names = Names.unique("retries")
+    await create_topics(bootstrap, {names.moments: 2})
+    return names
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def service(bootstrap: str, topics: Names, sim: LiveSimulator) -> AsyncIterator[Service]:
+    async with running(settings_for(bootstrap, topics, sim.url)) as svc:
+        yield svc
+
+
+async def record(bootstrap: str, topics: Names, event_id: str, channel: str) -> dict[str, object]:
+    await produce(bootstrap, topics.moments, [moment(event_id, channel)])
+    return await result_of(bootstrap, topics.results, event_id)
+
+
+def gaps(sim: LiveSimulator, channel: str) -> list[float]:
+    times = [c.received_monotonic for c in sim.calls_for(channel)]
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
+
+
+async def test_http_5xx_is_retried_no_sooner_than_3_seconds_after_the_last_attempt(
+    bootstrap: str, topics: Names, sim: LiveSimulator, service: Service
+) -> None:
+    sim.inject("http:503", "http:502", channel="retry-chan")
+    result = await record(bootstrap, topics, "r1", "retry-chan")
+    assert result["status"] == "started"
+    assert result["attempts"] == 3
+    assert len(sim.calls_for("retry-chan")) == 3
+    assert all(gap >= 3.0 for gap in gaps(sim, "retry-chan")), gaps(sim, "retry-chan")
+    first, _, last = sim.calls_for("retry-chan")
+    assert first.query["Param.s.start_time"] != last.query["Param.s.start_time"], "start_time is recomputed"
+    assert result["start_time"] == last.query["Param.s.start_time"]
+
+
+async def test_frequency_limit_1202_is_retried(
+    bootstrap: str, topics: Names, sim: LiveSimulator, service: Service
+) -> None:
+    sim.inject("ret:1202", channel="freq-chan")
+    result = await record(bootstrap, topics, "f1", "freq-chan")
+    assert (result["status"], result["attempts"]) == ("started", 2)
+    assert all(gap >= 3.0 for gap in gaps(sim, "freq-chan"))
+
+
+async def test_other_api_refusals_fail_without_a_retry(
+    bootstrap: str, topics: Names, sim: LiveSimulator, service: Service
+) -> None:
+    sim.inject("ret:1204", channel="bad-chan")
+    result = await record(bootstrap, topics, "b1", "bad-chan")
+    assert result["status"] == "failed"
+    assert result["error"]["code"] == "1204"  # type: ignore[index]
+    assert len(sim.calls_for("bad-chan")) == 1
+
+
+async def test_retries_are_bounded_then_the_moment_fails(
+    bootstrap: str, topics: Names, sim: LiveSimulator, service: Service
+) -> None:
+    sim.inject("http:503", "http:503", "http:503", channel="exhaust-chan")
+    result = await record(bootstrap, topics, "x1", "exhaust-chan")
+    assert result["status"] == "failed"
+    assert result["error"] == {"code": "http_503", "message": "HTTP 503 from the Live API"}
+    assert result["attempts"] == 3 and len(sim.calls_for("exhaust-chan")) == 3
+
+
+@pytest.mark.parametrize("fault", ["reset", "garbage"])
+async def test_a_call_that_may_have_been_received_is_in_doubt_and_never_resent(
+    bootstrap: str, topics: Names, sim: LiveSimulator, service: Service, fault: str
+) -> None:
+    channel = f"{fault}-chan"
+    sim.inject(fault, channel=channel)
+    result = await record(bootstrap, topics, f"{fault}-1", channel)
+    assert result["status"] == "in_doubt"
+    later = await record(bootstrap, topics, f"{fault}-2", channel)
+    assert later["status"] == "in_doubt", "every later moment of the key is in_doubt too"
+    assert len(sim.calls_for(channel)) == 1
+
+
+async def test_a_failed_key_does_not_block_a_later_moment(
+    bootstrap: str, topics: Names, sim: LiveSimulator, service: Service
+) -> None:
+    sim.inject("ret:1301", channel="flaky-chan")
+    first = await record(bootstrap, topics, "fl1", "flaky-chan")
+    second = await record(bootstrap, topics, "fl2", "flaky-chan")
+    assert (first["status"], second["status"]) == ("failed", "started")
+    assert first["bucket"] == second["bucket"]
+
+
+async def test_connection_refused_is_retried_then_failed(bootstrap: str) -> None:
+    names = Names.unique("refused")
+    await create_topics(bootstrap, {names.moments: 1})
+    closed = f"http://127.0.0.1:{free_port()}/common_access"
+    settings = settings_for(bootstrap, names, closed, live_max_attempts=2)
+    await produce(bootstrap, names.moments, [moment("c1", "refused-chan")])
+    async with running(settings):
+        result = await result_of(bootstrap, names.results, "c1")
+    assert result["status"] == "failed"
+    assert result["error"]["code"] == "connect_failed"  # type: ignore[index]
+    assert result["attempts"] == 2

@@ -82,7 +82,8 @@ async def test_malformed_moments_reach_the_dead_letter_topic_with_original_bytes
         assert record.key == b"some-key"
     tombstone = {k: v.decode() for k, v in dead[-1].headers}
     assert tombstone["highlight.dlq.reason"] == "empty_value"
-    assert simulator.calls_for("c") == [] and len(simulator.calls) == 1
+    assert simulator.calls_for("c") == []
+    assert len(simulator.calls) == 1
     only_good = await results(bootstrap, names.results, 2, timeout=1.0)
     assert len(only_good) == 1, "nothing reaches the results topic for dead letters"
 

@@ -5,6 +5,7 @@ One service and one simulator serve the whole module; each test uses its own cha
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -44,7 +45,7 @@ async def record(bootstrap: str, topics: Names, event_id: str, channel: str) -> 
 
 def gaps(sim: LiveSimulator, channel: str) -> list[float]:
     times = [c.received_monotonic for c in sim.calls_for(channel)]
-    return [b - a for a, b in zip(times, times[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(times)]
 
 
 async def test_http_5xx_is_retried_no_sooner_than_3_seconds_after_the_last_attempt(
@@ -87,7 +88,8 @@ async def test_retries_are_bounded_then_the_moment_fails(
     result = await record(bootstrap, topics, "x1", "exhaust-chan")
     assert result["status"] == "failed"
     assert result["error"] == {"code": "http_503", "message": "HTTP 503 from the Live API"}
-    assert result["attempts"] == 3 and len(sim.calls_for("exhaust-chan")) == 3
+    assert result["attempts"] == 3
+    assert len(sim.calls_for("exhaust-chan")) == 3
 
 
 @pytest.mark.parametrize("fault", ["reset", "garbage"])

@@ -48,7 +48,8 @@ async def test_each_status_is_published_once_per_moment(bootstrap: str, names: N
     assert got["dup-1"]["started_by"] == "start-1"
     assert got["fail-1"]["error"]["code"] == "1301"
     assert "start_time" in got["fail-1"]
-    assert "task_id" not in got["old-1"] and "start_time" not in got["old-1"]
+    assert "task_id" not in got["old-1"]
+    assert "start_time" not in got["old-1"]
     assert got["doubt-1"]["error"]["code"] == "read_timeout"
     assert "start_time" in got["doubt-1"]
     # Exactly the calls that had to be made: the duplicate, the expired one and the second in-doubt one made none.

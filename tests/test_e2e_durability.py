@@ -138,7 +138,8 @@ async def test_refused_credentials_stop_the_service_without_burning_the_moment(
     output = (tmp_path / "auth.log").read_text()
     assert code == 78, output
     errors = [line for line in output.splitlines() if line.startswith("highlight: error:")]
-    assert len(errors) == 1 and "sign invalid" in errors[0], output
+    assert len(errors) == 1, output
+    assert "sign invalid" in errors[0]
     assert "Traceback" not in output
     assert simulator.calls[0].outcome == "sign invalid"
 

@@ -7,6 +7,7 @@ flags and `--help` from the same table, so a name cannot drift between the two.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,7 +113,7 @@ def _float_above(low: float, *, inclusive: bool) -> Callable[[str], float]:
             value = float(raw.strip())
         except ValueError:
             raise ValueError(f"must be a number, got {raw!r}") from None
-        if value != value or value < low or (value == low and not inclusive):  # NaN is never valid
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
             raise ValueError(f"must be {'>=' if inclusive else '>'} {low:g}, got {raw.strip()}")
         return value
 

@@ -47,7 +47,7 @@ def encode_key(key: DedupKey) -> bytes:
 
 def decode_key(raw: bytes) -> DedupKey:
     channel, bucket = orjson.loads(raw)
-    if not isinstance(channel, str) or not isinstance(bucket, int):
+    if not isinstance(channel, str) or not isinstance(bucket, int) or isinstance(bucket, bool):
         raise ValueError(f"not a dedup key: {raw!r}")
     return channel, bucket
 

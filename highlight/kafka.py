@@ -263,6 +263,14 @@ class GroupConsumer:
     def resume(self, partitions: Iterable[Partition]) -> None:
         self._consumer.resume(*(aiokafka.TopicPartition(*p) for p in partitions))
 
+    def rewind(self, offsets: dict[Partition, int]) -> None:
+        """Fetch these partitions again from these offsets (records returned but not processed)."""
+        assigned = self._consumer.assignment()
+        for partition, offset in offsets.items():
+            tp = aiokafka.TopicPartition(*partition)
+            if tp in assigned:
+                self._consumer.seek(tp, offset)
+
     async def commit(self, offsets: dict[Partition, int]) -> None:
         if not offsets:
             return

@@ -128,9 +128,9 @@ class KeyedRunner:
             lane.extend(keep)
         return dropped
 
-    async def drain(self, timeout: float, partitions: set[Partition] | None = None) -> int:  # noqa: ASYNC109 -- a bound, not a cancellation scope: overrunning jobs are cancelled one by one
+    async def drain(self, timeout: float, partitions: set[Partition] | None = None) -> list[Job]:  # noqa: ASYNC109 -- a bound, not a cancellation scope: overrunning jobs are cancelled one by one
         """Stop queued work of `partitions` (all if None), let running jobs finish for up to `timeout`
-        seconds, then cancel the rest. Returns how many running jobs were abandoned."""
+        seconds, then cancel the rest. Returns the running jobs that were abandoned."""
         self.discard_queued(partitions)
 
         def running() -> list[Job]:
@@ -151,7 +151,7 @@ class KeyedRunner:
                 with contextlib.suppress(BaseException):
                     await job.task
         await asyncio.sleep(0)
-        return len(abandoned)
+        return abandoned
 
     async def close(self) -> None:
         """Cancel everything; for after `drain` or on a fatal error."""
@@ -162,6 +162,11 @@ class KeyedRunner:
             if job.task is not None:
                 job.task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        # A worker cancelled before it ever ran never reaches its own clean-up.
+        self._lanes.clear()
+        self._workers.clear()
+        self._running.clear()
+        self._idle.set()
 
     async def wait_idle(self) -> None:
         await self._idle.wait()

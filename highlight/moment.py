@@ -60,7 +60,8 @@ def bucket_of(instant: datetime, bucket_seconds: int) -> int:
 
 _RFC3339 = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})[Tt](?P<h>\d{2}):(?P<m>\d{2}):(?P<s>\d{2})(?:\.(?P<frac>\d+))?"
-    r"(?:(?P<z>[Zz])|(?P<sign>[+-])(?P<oh>\d{2}):(?P<om>\d{2}))"
+    r"(?:(?P<z>[Zz])|(?P<sign>[+-])(?P<oh>\d{2}):(?P<om>\d{2}))",
+    re.ASCII,
 )
 
 
@@ -116,7 +117,7 @@ def parse_moment(value: bytes | None) -> Moment:
         record_type=document.get("record_type"),
         domain=document.get("domain"),
         path=document.get("path"),
-        mix_stream=document.get("mix_stream"),
+        mix_stream=None if document.get("mix_stream") is None else int(document["mix_stream"]),
         attributes=attributes,
     )
 

@@ -175,6 +175,7 @@ class Recorder:
                 intent = Entry(Phase.INTENT, moment.event_id, window.start_time, window.end_time, attempts=attempt)
                 written = True  # from here on, the log may hold the intent even if the put is cancelled
                 await self._state.put(index, key, intent)
+                log.debug("live_call_sending", channel=moment.channel_id, event_id=moment.event_id, attempt=attempt)
                 sending = True
                 call_started = time.perf_counter()
                 try:

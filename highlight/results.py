@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -53,12 +54,18 @@ def encode_result(document: dict[str, Any]) -> bytes:
     return orjson.dumps(document)
 
 
-# Kafka Connect's and Spring Kafka's dead-letter header names, so existing tooling reads ours.
-DLQ_TOPIC_HEADERS = ("__connect.errors.topic", "kafka_dlt-original-topic")
-DLQ_PARTITION_HEADERS = ("__connect.errors.partition", "kafka_dlt-original-partition")
-DLQ_OFFSET_HEADERS = ("__connect.errors.offset", "kafka_dlt-original-offset")
-DLQ_REASON_HEADERS = ("__connect.errors.exception.class.name", "kafka_dlt-exception-fqcn")
-DLQ_MESSAGE_HEADERS = ("__connect.errors.exception.message", "kafka_dlt-exception-message")
+# Kafka Connect's dead-letter headers (decimal text) and Spring Kafka's (binary numbers, as its
+# DeadLetterPublishingRecoverer writes them), so existing tooling of either kind reads ours.
+CONNECT_TOPIC = "__connect.errors.topic"
+CONNECT_PARTITION = "__connect.errors.partition"
+CONNECT_OFFSET = "__connect.errors.offset"
+CONNECT_CLASS = "__connect.errors.exception.class.name"
+CONNECT_MESSAGE = "__connect.errors.exception.message"
+SPRING_TOPIC = "kafka_dlt-original-topic"
+SPRING_PARTITION = "kafka_dlt-original-partition"  # 4-byte big-endian int
+SPRING_OFFSET = "kafka_dlt-original-offset"  # 8-byte big-endian long
+SPRING_CLASS = "kafka_dlt-exception-fqcn"
+SPRING_MESSAGE = "kafka_dlt-exception-message"
 DLQ_REASON_HEADER = "highlight.dlq.reason"
 
 
@@ -70,15 +77,18 @@ def dead_letter_headers(
     original: Sequence[tuple[str, bytes]] = (),
 ) -> list[tuple[str, bytes]]:
     """The original headers first, then where the record came from and what was wrong with it."""
-    headers = list(original)
-    values = (
-        (DLQ_TOPIC_HEADERS, topic),
-        (DLQ_PARTITION_HEADERS, str(partition)),
-        (DLQ_OFFSET_HEADERS, str(offset)),
-        (DLQ_REASON_HEADERS, error.reason),
-        (DLQ_MESSAGE_HEADERS, str(error)),
-    )
-    for names, value in values:
-        headers.extend((name, value.encode()) for name in names)
-    headers.append((DLQ_REASON_HEADER, error.reason.encode()))
-    return headers
+    message = str(error).encode()
+    return [
+        *original,
+        (CONNECT_TOPIC, topic.encode()),
+        (CONNECT_PARTITION, str(partition).encode()),
+        (CONNECT_OFFSET, str(offset).encode()),
+        (CONNECT_CLASS, error.reason.encode()),
+        (CONNECT_MESSAGE, message),
+        (SPRING_TOPIC, topic.encode()),
+        (SPRING_PARTITION, struct.pack(">i", partition)),
+        (SPRING_OFFSET, struct.pack(">q", offset)),
+        (SPRING_CLASS, error.reason.encode()),
+        (SPRING_MESSAGE, message),
+        (DLQ_REASON_HEADER, error.reason.encode()),
+    ]

@@ -53,7 +53,9 @@ class Service(RebalanceHandler):
         self._fatal: BaseException | None = None
         self._tracker = OffsetTracker()
         self._runner = KeyedRunner(on_done=self._job_done, on_error=self._job_failed)
-        self._revoking: set[Partition] = set()
+        # Partitions whose dedup state is restored and that are not being handed over: only their records
+        # are processed. aiokafka starts fetching new partitions before the assignment callback has finished.
+        self._active: set[Partition] = set()
         self._commit_lock = asyncio.Lock()
         self._paused = False
         self._ready = False
@@ -163,7 +165,11 @@ class Service(RebalanceHandler):
                 await sweeper
             abandoned = await self._runner.drain(self.settings.recorder.drain_timeout_seconds)
             if abandoned:
-                log.warning("in_flight_abandoned", moments=abandoned, note="their keys become in_doubt, never re-sent")
+                log.warning(
+                    "in_flight_abandoned",
+                    moments=[f"{j.partition.topic}/{j.partition.partition}@{j.offset}" for j in abandoned],
+                    note="a call cut off mid-request makes its key in_doubt; it is never re-sent",
+                )
             await self._commit(force=True)
         if self._fatal is not None:
             raise self._fatal
@@ -175,12 +181,17 @@ class Service(RebalanceHandler):
             self._set_paused(capacity <= 0)
             records = await self._consumer.fetch(POLL_TIMEOUT_MS, max(1, capacity))
             self._last_poll = time.monotonic()
+            rewind: dict[Partition, int] = {}
             for record in records:
-                if record.source in self._revoking:
-                    continue  # its partition is being handed over; the next owner gets it
+                if record.source not in self._active:
+                    # Being handed over (the next owner fetches it) or not restored yet (fetch it again later).
+                    rewind.setdefault(record.source, record.offset)
+                    continue
                 routed = self._recorder.route(record)
                 self._tracker.track(record.source, record.offset)
                 self._runner.submit(routed.lane, Job(record.source, record.offset, routed.run))
+            if rewind:
+                self._consumer.rewind(rewind)
             self.metrics.in_flight.set(self._tracker.in_flight())
             await self._commit()
 
@@ -188,11 +199,10 @@ class Service(RebalanceHandler):
         if paused == self._paused:
             return
         self._paused = paused
-        assignment = self._consumer.assignment()
         if paused:
-            self._consumer.pause(assignment)
+            self._consumer.pause(self._consumer.assignment())
         else:
-            self._consumer.resume(assignment)
+            self._consumer.resume(self._active & self._consumer.assignment())
         self.metrics.paused.set(1 if paused else 0)
         log.debug("consumer_paused" if paused else "consumer_resumed", in_flight=self._tracker.in_flight())
 
@@ -222,7 +232,7 @@ class Service(RebalanceHandler):
             return
         async with self._commit_lock:
             self._last_commit = now
-            offsets = {p: o for p, o in self._tracker.to_commit().items() if p not in self._revoking or force}
+            offsets = {p: o for p, o in self._tracker.to_commit().items() if p in self._active or force}
             if not offsets:
                 return
             try:
@@ -250,25 +260,25 @@ class Service(RebalanceHandler):
         if not revoked:
             return
         self._ready = False
-        self._revoking |= revoked
+        self._active -= revoked
         try:
             abandoned = await self._runner.drain(self.settings.recorder.drain_timeout_seconds, revoked)
             await self._commit(force=True)
             self._tracker.forget(revoked)
-            self._state.release({p.partition for p in revoked}, keep=abandoned == 0 and self._fatal is None)
+            self._state.release({p.partition for p in revoked}, keep=not abandoned and self._fatal is None)
             log.info(
                 "partitions_revoked",
                 partitions=sorted(f"{p.topic}/{p.partition}" for p in revoked),
-                abandoned=abandoned,
+                abandoned=[f"{j.partition.topic}/{j.partition.partition}@{j.offset}" for j in abandoned],
             )
         except BaseException as exc:
             self._fail(exc)
             raise
-        finally:
-            self._revoking -= revoked
 
     async def partitions_assigned(self, assigned: set[Partition]) -> None:
         """Restore the dedup state of these partitions before their first moment is processed."""
+        # Before any await: nothing of these partitions may be fetched for processing until restored.
+        self._consumer.pause(assigned)
         indexes = {p.partition for p in assigned}
         try:
             self._state.drop_kept(indexes)
@@ -277,8 +287,9 @@ class Service(RebalanceHandler):
             # aiokafka would only log a listener failure and carry on without state: stop instead.
             self._fail(exc)
             raise
-        if self._paused:
-            self._consumer.pause(assigned)
+        self._active |= assigned
+        if not self._paused:
+            self._consumer.resume(assigned)
         self.metrics.assigned.set(len(assigned))
         self.metrics.state_entries.set(self._state.entries())
         self.metrics.restore_seconds.observe(report.seconds)

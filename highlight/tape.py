@@ -78,9 +78,11 @@ class TapeWindow:
 
 def window_at(now: datetime, record_seconds: int) -> TapeWindow:
     """The recording window of an attempt made at `now`: real time starts now."""
+    # Elapsed time is added in UTC: wall-clock arithmetic in a zone with DST would bend the length.
+    start = now.astimezone(UTC)
     return TapeWindow(
-        start_time=format_cst(now),
-        end_time=format_cst(now + timedelta(seconds=clamp_record_seconds(record_seconds))),
+        start_time=format_cst(start),
+        end_time=format_cst(start + timedelta(seconds=clamp_record_seconds(record_seconds))),
     )
 
 
@@ -157,7 +159,8 @@ def _is_int(value: object) -> bool:
 
 
 def _parse_task_id(value: object) -> int | None:
-    if isinstance(value, str) and value.isascii() and value.isdigit():
+    # 20 digits hold any 64-bit id; longer strings would only hit int()'s conversion limit.
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
         value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TASK_ID:
         return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -71,17 +72,19 @@ async def test_malformed_moments_reach_the_dead_letter_topic_with_original_bytes
         assert not service._stopping.is_set(), "bad input never stops the service"
     assert good["event_id"] == "good-1", "the service kept going after the bad input"
     assert [r.value for r in dead] == [*values, None], "dead letters keep the original bytes, in order"
-    for record, (label, (_, reason)) in zip(dead, MALFORMED.items(), strict=False):
-        headers = {k: v.decode() for k, v in record.headers}
-        assert headers["__connect.errors.exception.class.name"] == reason, label
-        assert headers["kafka_dlt-exception-fqcn"] == reason, label
-        assert headers["__connect.errors.topic"] == headers["kafka_dlt-original-topic"] == names.moments
-        assert headers["__connect.errors.partition"] == "0"
-        assert headers["__connect.errors.offset"] == headers["kafka_dlt-original-offset"] == str(record.offset)
+    for offset, (record, (label, (_, reason))) in enumerate(zip(dead, MALFORMED.items(), strict=False)):
+        headers = dict(record.headers)
+        assert headers["__connect.errors.exception.class.name"] == reason.encode(), label
+        assert headers["kafka_dlt-exception-fqcn"] == reason.encode(), label
+        assert headers["__connect.errors.topic"] == headers["kafka_dlt-original-topic"] == names.moments.encode()
+        assert headers["__connect.errors.partition"] == b"0"
+        assert headers["kafka_dlt-original-partition"] == struct.pack(">i", 0)
+        assert headers["__connect.errors.offset"] == str(offset).encode(), "the source offset, not the DLQ's"
+        assert headers["kafka_dlt-original-offset"] == struct.pack(">q", offset)
         assert headers["__connect.errors.exception.message"], label
         assert record.key == b"some-key"
-    tombstone = {k: v.decode() for k, v in dead[-1].headers}
-    assert tombstone["highlight.dlq.reason"] == "empty_value"
+    tombstone = dict(dead[-1].headers)
+    assert tombstone["highlight.dlq.reason"] == b"empty_value"
     assert simulator.calls_for("c") == []
     assert len(simulator.calls) == 1
     only_good = await results(bootstrap, names.results, 2, timeout=1.0)

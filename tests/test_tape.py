@@ -150,10 +150,6 @@ def test_window_at_in_utc_spans_exactly_the_clamped_length(record_seconds: int) 
     assert tape.parse_cst(window.end_time) - tape.parse_cst(window.start_time) == timedelta(seconds=record_seconds)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: window_at adds the length in now's wall clock, so a DST zone's autumn fold shifts end_time by 1 h",
-)
 @pytest.mark.parametrize(
     ("now", "record_seconds", "end_time"),
     [
@@ -381,7 +377,6 @@ def test_parse_reply_returns_a_64_bit_task_id_or_raises_a_live_error(status: int
     assert 0 <= result <= 2**64 - 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a digit-string task_id over 4300 digits raises ValueError from int()")
 def test_parse_reply_huge_digit_string_task_id_is_a_live_error_not_value_error() -> None:
     body = b'{"ret":0,"output":{"task_id":"' + b"1" * 5000 + b'"}}'
     with pytest.raises(LiveInDoubt):

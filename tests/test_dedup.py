@@ -1,0 +1,194 @@
+"""Dedup state (highlight.dedup): the wire format of keys and entries, expiry, and `decide`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from highlight import dedup
+from highlight.dedup import Decision, Entry, Phase, Verdict, decide
+from highlight.moment import Moment
+
+OCCURRED = datetime(2024, 5, 1, 12, 15, 0, tzinfo=UTC)
+MAX_AGE = 120
+
+
+def _moment(event_id: str = "e-1", occurred_at: datetime = OCCURRED) -> Moment:
+    return Moment(
+        event_id=event_id,
+        channel_id="ch",
+        occurred_at=occurred_at,
+        occurred_at_text=occurred_at.isoformat(),
+    )
+
+
+def _entry(phase: Phase, event_id: str = "e-1") -> Entry:
+    return Entry(phase, event_id, "2024-05-01 20:15:00", "2024-05-01 20:20:00", task_id="42", attempts=1)
+
+
+no_surrogates = st.characters(blacklist_categories=("Cs",))
+texts = st.text(no_surrogates, max_size=40)
+optional_texts = st.none() | texts
+entries = st.builds(
+    Entry,
+    phase=st.sampled_from(Phase),
+    event_id=texts,
+    start_time=optional_texts,
+    end_time=optional_texts,
+    task_id=st.none() | st.integers(0, 2**64 - 1).map(str) | texts,
+    error_code=optional_texts,
+    error_message=optional_texts,
+    attempts=st.integers(0, 1000),
+)
+
+
+# --- wire format ----------------------------------------------------------------------------------
+
+
+@given(
+    st.text(no_surrogates) | st.sampled_from(["a|1", "a:1", '["x",1]', "a\x00b", "a,b", "\\", '"', "频道 🎥"]),
+    st.integers(-(2**63), 2**63 - 1),
+)
+def test_key_round_trips_any_channel_and_bucket(channel: str, bucket: int) -> None:
+    assert dedup.decode_key(dedup.encode_key((channel, bucket))) == (channel, bucket)
+
+
+def test_keys_of_different_channels_or_buckets_never_collide() -> None:
+    keys = [("a|1", 2), ("a", 12), ("a|12", 0), ("a", 1), ("a,1", 2), ('a",1', 2)]
+    assert len({dedup.encode_key(key) for key in keys}) == len(keys)
+
+
+@pytest.mark.parametrize("raw", [b"[1, 2]", b'["a", "1"]', b'["a", 1.5]', b'{"a": 1}'])
+def test_decode_key_rejects_what_is_not_a_key(raw: bytes) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        dedup.decode_key(raw)
+
+
+@given(entries)
+def test_entry_round_trips(entry: Entry) -> None:
+    assert dedup.decode_entry(dedup.encode_entry(entry)) == entry
+
+
+def test_encoded_entry_omits_unset_fields_and_uses_phase_values() -> None:
+    document = orjson.loads(dedup.encode_entry(Entry(Phase.INTENT, "e-1")))
+    assert document == {"phase": "intent", "event_id": "e-1"}
+
+
+def test_encoded_entry_keeps_the_task_id_as_a_string() -> None:
+    entry = Entry(Phase.STARTED, "e-1", "a", "b", task_id=str(2**64 - 1), attempts=2)
+    document = orjson.loads(dedup.encode_entry(entry))
+    assert document["task_id"] == "18446744073709551615"
+    assert document["attempts"] == 2
+    assert document["phase"] == "started"
+
+
+# --- expiry ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bucket", "size", "max_age", "expected"),
+    [(0, 300, 120, 300 + 120 + 60), (5_714_552, 300, 120, 5_714_553 * 300 + 180), (-1, 60, 0, 60)],
+)
+def test_expires_at_is_the_end_of_the_bucket_plus_max_age_plus_grace(
+    bucket: int, size: int, max_age: int, expected: int
+) -> None:
+    assert dedup.expires_at(bucket, size, max_age) == expected
+
+
+@given(st.integers(-(10**9), 10**9), st.integers(1, 86_400), st.integers(0, 86_400))
+def test_expires_at_formula(bucket: int, size: int, max_age: int) -> None:
+    assert dedup.expires_at(bucket, size, max_age) == (bucket + 1) * size + max_age + dedup.EXPIRY_GRACE_SECONDS
+
+
+def test_expiry_grace_is_a_minute() -> None:
+    assert dedup.EXPIRY_GRACE_SECONDS == 60
+
+
+# --- decide ---------------------------------------------------------------------------------------
+
+
+def test_no_entry_and_fresh_is_a_call() -> None:
+    assert decide(_moment(), None, OCCURRED + timedelta(seconds=5), MAX_AGE) == Decision(Verdict.CALL)
+
+
+def test_no_entry_and_from_the_future_is_a_call() -> None:
+    assert decide(_moment(), None, OCCURRED - timedelta(seconds=30), MAX_AGE).verdict is Verdict.CALL
+
+
+def test_no_entry_exactly_max_age_old_is_still_a_call() -> None:
+    assert decide(_moment(), None, OCCURRED + timedelta(seconds=MAX_AGE), MAX_AGE).verdict is Verdict.CALL
+
+
+def test_no_entry_and_older_than_max_age_is_expired() -> None:
+    decision = decide(_moment(), None, OCCURRED + timedelta(seconds=MAX_AGE, milliseconds=1), MAX_AGE)
+    assert decision == Decision(Verdict.EXPIRED, "expired")
+
+
+def test_age_is_measured_between_instants_not_wall_clocks() -> None:
+    # Occurred at 20:15 +08:00 = 12:15Z; "now" 12:16Z expressed in UTC-10 is 02:16 — one minute later.
+    occurred = datetime.fromisoformat("2024-05-01T20:15:00+08:00")
+    now = datetime.fromisoformat("2024-05-01T02:16:00-10:00")
+    assert decide(_moment(occurred_at=occurred), None, now, MAX_AGE).verdict is Verdict.CALL
+
+
+@pytest.mark.parametrize("age", [0, 5, 10_000_000])
+def test_started_entry_answers_started_for_the_same_event(age: int) -> None:
+    entry = _entry(Phase.STARTED, "e-1")
+    decision = decide(_moment("e-1"), entry, OCCURRED + timedelta(seconds=age), MAX_AGE)
+    assert decision == Decision(Verdict.ANSWER, "started", entry)
+
+
+@pytest.mark.parametrize("age", [0, 5, 10_000_000])
+def test_started_entry_answers_duplicate_for_another_event_even_when_old(age: int) -> None:
+    entry = _entry(Phase.STARTED, "e-1")
+    decision = decide(_moment("e-2"), entry, OCCURRED + timedelta(seconds=age), MAX_AGE)
+    assert decision == Decision(Verdict.ANSWER, "duplicate", entry)
+
+
+@pytest.mark.parametrize("phase", [Phase.IN_DOUBT, Phase.INTENT])
+@pytest.mark.parametrize("event_id", ["e-1", "e-2"])
+@pytest.mark.parametrize("age", [0, 10_000_000])
+def test_in_doubt_and_intent_entries_answer_in_doubt(phase: Phase, event_id: str, age: int) -> None:
+    entry = _entry(phase, "e-1")
+    decision = decide(_moment(event_id), entry, OCCURRED + timedelta(seconds=age), MAX_AGE)
+    assert decision == Decision(Verdict.ANSWER, "in_doubt", entry)
+
+
+@pytest.mark.parametrize("age", [0, 10_000_000])
+def test_failed_entry_answers_failed_for_the_same_event(age: int) -> None:
+    entry = _entry(Phase.FAILED, "e-1")
+    decision = decide(_moment("e-1"), entry, OCCURRED + timedelta(seconds=age), MAX_AGE)
+    assert decision == Decision(Verdict.ANSWER, "failed", entry)
+
+
+def test_failed_entry_does_not_block_another_event_of_the_key() -> None:
+    entry = _entry(Phase.FAILED, "e-1")
+    assert decide(_moment("e-2"), entry, OCCURRED + timedelta(seconds=5), MAX_AGE) == Decision(Verdict.CALL)
+
+
+def test_failed_entry_and_another_old_event_is_expired() -> None:
+    entry = _entry(Phase.FAILED, "e-1")
+    decision = decide(_moment("e-2"), entry, OCCURRED + timedelta(seconds=MAX_AGE + 1), MAX_AGE)
+    assert decision.verdict is Verdict.EXPIRED
+    assert decision.status == "expired"
+
+
+@given(
+    st.none() | st.sampled_from(Phase),
+    st.booleans(),
+    st.integers(-3600, 3600),
+)
+def test_decide_never_calls_while_a_recording_may_exist(phase: Phase | None, same_event: bool, age: int) -> None:
+    entry = None if phase is None else _entry(phase, "e-1")
+    decision = decide(_moment("e-1" if same_event else "e-2"), entry, OCCURRED + timedelta(seconds=age), MAX_AGE)
+    if phase in (Phase.STARTED, Phase.IN_DOUBT, Phase.INTENT):
+        assert decision.verdict is Verdict.ANSWER
+        assert decision.entry is entry
+    elif phase is Phase.FAILED and same_event:
+        assert decision == Decision(Verdict.ANSWER, "failed", entry)
+    else:
+        assert decision.verdict is (Verdict.EXPIRED if age > MAX_AGE else Verdict.CALL)

@@ -1,0 +1,420 @@
+"""Highlight moments (highlight.moment): parsing, validation reasons, buckets, RFC 3339."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from highlight import tape
+from highlight.moment import InvalidMoment, Moment, bucket_of, parse_moment, parse_rfc3339
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MINIMAL: dict[str, Any] = {"event_id": "e-1", "channel_id": "8888_test123", "occurred_at": "2024-05-01T20:15:00+08:00"}
+FULL: dict[str, Any] = {
+    **MINIMAL,
+    "duration_seconds": 600,
+    "file_format": "mp4",
+    "record_type": "video",
+    "domain": "live.example.com",
+    "path": "live/app",
+    "mix_stream": 1,
+    "attributes": {"team": "red", "score": [1, 2], "nested": {"x": None}},
+}
+
+
+_MISSING = object()
+
+
+def _bytes(document: object) -> bytes:
+    return orjson.dumps(document)
+
+
+def _with(**changes: Any) -> bytes:
+    document = dict(MINIMAL)
+    for name, value in changes.items():
+        if value is _MISSING:
+            document.pop(name, None)
+        else:
+            document[name] = value
+    return _bytes(document)
+
+
+def _reason(value: bytes | None) -> str:
+    with pytest.raises(InvalidMoment) as caught:
+        parse_moment(value)
+    assert str(caught.value)  # a message for people, always
+    return caught.value.reason
+
+
+# --- valid moments ----------------------------------------------------------------------------------
+
+
+def test_minimal_moment_parses() -> None:
+    moment = parse_moment(_bytes(MINIMAL))
+    assert moment.event_id == "e-1"
+    assert moment.channel_id == "8888_test123"
+    assert moment.occurred_at == datetime(2024, 5, 1, 12, 15, tzinfo=UTC)
+    assert moment.occurred_at.utcoffset() == timedelta(hours=8)
+    assert moment.occurred_at_text == "2024-05-01T20:15:00+08:00"
+    assert moment.duration_seconds is None
+    assert moment.file_format is None
+    assert moment.record_type is None
+    assert moment.domain is None
+    assert moment.path is None
+    assert moment.mix_stream is None
+    assert moment.attributes is None
+
+
+def test_full_moment_parses_every_field() -> None:
+    moment = parse_moment(_bytes(FULL))
+    assert moment.duration_seconds == 600
+    assert moment.file_format == "mp4"
+    assert moment.record_type == "video"
+    assert moment.domain == "live.example.com"
+    assert moment.path == "live/app"
+    assert moment.mix_stream == 1
+    assert moment.attributes == FULL["attributes"]
+
+
+def test_tape_options_carry_the_moment_and_default_the_length() -> None:
+    full = parse_moment(_bytes(FULL)).tape_options(300)
+    assert full == tape.TapeOptions("8888_test123", 600, "mp4", "video", "live.example.com", "live/app", 1)
+    assert parse_moment(_bytes(MINIMAL)).tape_options(420).record_seconds == 420
+
+
+def test_aac_with_record_type_audio_is_valid() -> None:
+    moment = parse_moment(_with(file_format="aac", record_type="audio"))
+    assert (moment.file_format, moment.record_type) == ("aac", "audio")
+
+
+def test_duration_300_point_0_is_accepted_as_the_integer_300() -> None:
+    moment = parse_moment(_with(duration_seconds=300.0))
+    assert moment.duration_seconds == 300
+    assert type(moment.duration_seconds) is int
+
+
+def test_unknown_extra_fields_are_allowed() -> None:
+    moment = parse_moment(_with(producer="scorer-7", version=3, extra={"a": [1]}))
+    assert moment.event_id == "e-1"
+
+
+@pytest.mark.parametrize("attributes", [{}, {"a": 1}, {"deep": {"er": [1, "two", None, True, 1.5]}}, {"ü": "🎥"}])
+def test_attributes_are_passed_through_untouched(attributes: dict[str, Any]) -> None:
+    assert parse_moment(_with(attributes=attributes)).attributes == attributes
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2024-05-01T12:15:00Z", "2024-05-01t12:15:00z", "2024-05-01T12:15:00.123456789Z", "2024-05-01T08:15:00-04:00"],
+)
+def test_occurred_at_accepts_every_rfc3339_offset_form(text: str) -> None:
+    moment = parse_moment(_with(occurred_at=text))
+    assert moment.occurred_at.replace(microsecond=0) == datetime(2024, 5, 1, 12, 15, tzinfo=UTC)
+    assert moment.occurred_at_text == text
+
+
+def test_non_ascii_ids_are_kept_exactly() -> None:
+    moment = parse_moment(_with(event_id="事件-🎯", channel_id="频道 a&b=c"))
+    assert (moment.event_id, moment.channel_id) == ("事件-🎯", "频道 a&b=c")
+
+
+# --- malformed moments, one reason each -----------------------------------------------------------
+
+
+def test_none_value_is_empty_value() -> None:
+    assert _reason(None) == "empty_value"
+
+
+@pytest.mark.parametrize("value", [b"\xff", b'{"event_id": "\xc3\x28"}', b"\xed\xa0\x80", b"\x80abc"])
+def test_non_utf8_is_invalid_utf8(value: bytes) -> None:
+    assert _reason(value) == "invalid_utf8"
+
+
+@pytest.mark.parametrize("value", [b"", b"{", b"{'a': 1}", b'{"a": NaN}', b"nope", b'{"a":1}}', b"   "])
+def test_bad_json_is_invalid_json(value: bytes) -> None:
+    assert _reason(value) == "invalid_json"
+
+
+@pytest.mark.parametrize("value", [b"[]", b"[{}]", b'"text"', b"42", b"1.5", b"null", b"true"])
+def test_json_that_is_not_an_object_is_not_an_object(value: bytes) -> None:
+    assert _reason(value) == "not_an_object"
+
+
+@pytest.mark.parametrize("field", ["event_id", "channel_id", "occurred_at"])
+@pytest.mark.parametrize("value", [_MISSING, "", " ", "\t\n", None, 42, ["x"]])
+def test_missing_empty_or_blank_required_fields_are_schema_violations(field: str, value: object) -> None:
+    assert _reason(_with(**{field: value})) == "schema_violation"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-05-01T20:15:00",  # no offset
+        "2024-05-01 20:15:00+08:00",  # not RFC 3339 (space)
+        "2024-05-01T20:15+08:00",  # no seconds
+        "2024-05-01T20:15:00+0800",  # offset without colon
+        "2024-05-01T20:15:00+08",
+        "20240501T201500Z",
+        "yesterday",
+        "2024-13-01T20:15:00+08:00",  # month 13
+        "2024-00-01T20:15:00+08:00",
+        "2024-02-30T20:15:00+08:00",
+        "2024-05-01T23:59:60Z",  # second 60
+        "2024-05-01T24:00:00Z",
+        "2024-05-01T20:60:00Z",
+        "2024-05-01T20:15:00+24:00",
+        "0000-01-01T00:00:00Z",
+        "2024-05-01T20:15:00+08:00\n",
+        "2024-05-01T20:15:00.Z",
+        "\uff12\uff10\uff12\uff14-05-01T20:15:00Z",  # fullwidth digits
+    ],
+)
+def test_bad_occurred_at_is_a_schema_violation(text: str) -> None:
+    assert _reason(_with(occurred_at=text)) == "schema_violation"
+
+
+@pytest.mark.parametrize("duration", [0, -5, "60", True, False, 1.5, None, [300], {"s": 300}])
+def test_bad_duration_seconds_is_a_schema_violation(duration: object) -> None:
+    assert _reason(_with(duration_seconds=duration)) == "schema_violation"
+
+
+def test_aac_without_record_type_audio_is_a_schema_violation() -> None:
+    assert _reason(_with(file_format="aac")) == "schema_violation"
+    assert _reason(_with(file_format="aac", record_type="video")) == "schema_violation"
+
+
+@pytest.mark.parametrize("mix_stream", [True, False, 2, -1, "1", 0.5])
+def test_bad_mix_stream_is_a_schema_violation(mix_stream: object) -> None:
+    assert _reason(_with(mix_stream=mix_stream)) == "schema_violation"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("file_format", "wav"),
+        ("file_format", "MP4"),
+        ("record_type", "image"),
+        ("domain", ""),
+        ("path", ""),
+        ("domain", 5),
+        ("attributes", []),
+        ("attributes", "x"),
+        ("event_id", "x" * 1025),
+        ("channel_id", "x" * 1025),
+    ],
+)
+def test_other_bad_fields_are_schema_violations(field: str, value: object) -> None:
+    assert _reason(_with(**{field: value})) == "schema_violation"
+
+
+def test_mix_stream_1_point_0_is_the_integer_1() -> None:
+    moment = parse_moment(_with(mix_stream=1.0))
+    assert type(moment.mix_stream) is int
+    query = tape.query_string("1", "k", moment.tape_options(300), tape.TapeWindow("a", "b"), datetime.now(UTC))
+    assert parse_qs(query)["Param.n.mix_stream"] == ["1"]
+
+
+# --- never anything but InvalidMoment -------------------------------------------------------------
+
+no_surrogates = st.characters(blacklist_categories=("Cs",))
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(no_surrogates, max_size=20)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(no_surrogates, max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+rfc3339ish = st.builds(
+    "{:04d}-{:02d}-{:02d}{}{:02d}:{:02d}:{:02d}{}{}".format,
+    st.integers(0, 9999),
+    st.integers(0, 14),
+    st.integers(0, 32),
+    st.sampled_from("Tt "),
+    st.integers(0, 25),
+    st.integers(0, 61),
+    st.integers(0, 61),
+    st.sampled_from(["", ".5", ".1234567891"]),
+    st.sampled_from(["Z", "z", "", "+08:00", "-23:59", "+24:00", "+00:60", "+0800", "-00:00"]),
+)
+FIELDS = (
+    "event_id",
+    "channel_id",
+    "occurred_at",
+    "duration_seconds",
+    "file_format",
+    "record_type",
+    "domain",
+    "path",
+    "mix_stream",
+    "attributes",
+)
+field_values = (
+    json_values
+    | rfc3339ish
+    | st.sampled_from(["flv", "hls", "mp4", "aac", "video", "audio", 0, 1, 1.0, 300.0, 1e300, "x"])
+    | st.integers(-(2**63), 2**64 - 1)
+)
+moment_like = st.fixed_dictionaries(
+    {},
+    optional=dict.fromkeys(FIELDS, field_values) | {"extra": json_values},
+)
+
+
+def _parse_or_invalid(value: bytes | None) -> Moment | None:
+    try:
+        return parse_moment(value)
+    except InvalidMoment as exc:
+        reason = exc.reason
+    assert reason in {"empty_value", "invalid_utf8", "invalid_json", "not_an_object", "schema_violation"}
+    return None
+
+
+@given(st.binary(max_size=300))
+def test_parse_moment_on_arbitrary_bytes_raises_only_invalid_moment(value: bytes) -> None:
+    _parse_or_invalid(value)
+
+
+@given(json_values)
+def test_parse_moment_on_arbitrary_json_raises_only_invalid_moment(document: object) -> None:
+    _parse_or_invalid(orjson.dumps(document))
+
+
+@given(moment_like)
+def test_parse_moment_on_moment_shaped_dicts_raises_only_invalid_moment(document: dict[str, Any]) -> None:
+    moment = _parse_or_invalid(orjson.dumps(document))
+    if moment is not None:
+        assert moment.occurred_at.tzinfo is not None
+        assert moment.duration_seconds is None or moment.duration_seconds >= 1
+        bucket_of(moment.occurred_at, 300)  # every accepted moment has a bucket
+
+
+@given(
+    st.fixed_dictionaries(
+        {
+            "event_id": st.text(no_surrogates, min_size=1, max_size=30),
+            "channel_id": st.text(no_surrogates, min_size=1, max_size=30),
+            "occurred_at": rfc3339ish,
+        },
+        optional=dict.fromkeys(FIELDS[3:], field_values),
+    )
+)
+def test_parse_moment_on_nearly_valid_moments_raises_only_invalid_moment(document: dict[str, Any]) -> None:
+    moment = _parse_or_invalid(orjson.dumps(document))
+    if moment is not None:
+        assert moment.event_id == document["event_id"]
+        assert moment.channel_id == document["channel_id"]
+        assert moment.occurred_at_text == document["occurred_at"]
+
+
+# --- buckets --------------------------------------------------------------------------------------
+
+fixed_offsets = st.integers(-1439, 1439).map(lambda minutes: timezone(timedelta(minutes=minutes)))
+aware_datetimes = st.datetimes(
+    min_value=datetime(1, 1, 2),  # noqa: DTZ001 -- hypothesis bounds are naive
+    max_value=datetime(9999, 12, 30),  # noqa: DTZ001
+    timezones=fixed_offsets,
+)
+
+
+@given(aware_datetimes, st.integers(min_value=1, max_value=10**7))
+def test_bucket_of_is_floor_of_epoch_over_size(instant: datetime, size: int) -> None:
+    micros = (instant - EPOCH) // timedelta(microseconds=1)
+    assert bucket_of(instant, size) == micros // (size * 1_000_000)
+
+
+@given(aware_datetimes, fixed_offsets, st.integers(min_value=1, max_value=86_400))
+def test_bucket_of_is_the_same_for_the_same_instant_in_any_offset(
+    instant: datetime, other: timezone, size: int
+) -> None:
+    assert bucket_of(instant.astimezone(other), size) == bucket_of(instant, size)
+
+
+@pytest.mark.parametrize("size", [1, 60, 300, 3600, 7])
+def test_an_instant_exactly_on_a_boundary_belongs_to_the_new_bucket(size: int) -> None:
+    boundary = EPOCH + timedelta(seconds=size * 5_712_345)
+    assert bucket_of(boundary, size) == 5_712_345
+    assert bucket_of(boundary - timedelta(microseconds=1), size) == 5_712_344
+    assert bucket_of(boundary + timedelta(seconds=size) - timedelta(microseconds=1), size) == 5_712_345
+
+
+def test_a_boundary_given_in_another_offset_belongs_to_the_new_bucket() -> None:
+    # 2024-05-01T12:15:00Z is a multiple of 300 s; +08:00 and -10:00 spell the same instant.
+    for text in ("2024-05-01T12:15:00Z", "2024-05-01T20:15:00+08:00", "2024-05-01T02:15:00-10:00"):
+        assert bucket_of(parse_rfc3339(text), 300) == 1714565700 // 300
+    assert bucket_of(parse_rfc3339("2024-05-01T20:14:59.999999+08:00"), 300) == 1714565700 // 300 - 1
+
+
+def test_bucket_of_floors_before_the_epoch() -> None:
+    assert bucket_of(datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC), 300) == -1
+    assert bucket_of(datetime(1969, 12, 31, 23, 55, 0, tzinfo=UTC), 300) == -1
+    assert bucket_of(datetime(1969, 12, 31, 23, 54, 59, 999999, tzinfo=UTC), 300) == -2
+
+
+def test_moment_bucket_uses_its_occurred_at() -> None:
+    assert parse_moment(_bytes(MINIMAL)).bucket(300) == 1714565700 // 300
+
+
+# --- RFC 3339 -------------------------------------------------------------------------------------
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 1), timezones=fixed_offsets | st.just(UTC)))  # noqa: DTZ001
+def test_parse_rfc3339_round_trips_isoformat(instant: datetime) -> None:
+    parsed = parse_rfc3339(instant.isoformat())
+    assert parsed == instant
+    assert parsed.utcoffset() == instant.utcoffset()
+
+
+@pytest.mark.parametrize("text", ["2024-05-01T12:15:00Z", "2024-05-01T12:15:00z", "2024-05-01t12:15:00Z"])
+def test_parse_rfc3339_accepts_z_in_either_case(text: str) -> None:
+    assert parse_rfc3339(text) == datetime(2024, 5, 1, 12, 15, tzinfo=UTC)
+    assert parse_rfc3339(text).utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("fraction", "micro"),
+    [("1", 100_000), ("123456", 123_456), ("1234567", 123_456), ("999999999", 999_999), ("000000001", 0)],
+)
+def test_parse_rfc3339_accepts_any_fraction_length(fraction: str, micro: int) -> None:
+    assert parse_rfc3339(f"2024-05-01T12:15:00.{fraction}Z").microsecond == micro
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-05-01T12:15:00",
+        "2024-05-01T12:15:00+08",
+        "2024-05-01T12:15:00+24:00",
+        "2024-05-01T12:15:00+05:60",
+        "2024-05-01T12:15:00Z ",
+        " 2024-05-01T12:15:00Z",
+        "2024-05-01 12:15:00Z",
+        "2024-13-01T12:15:00Z",
+    ],
+)
+def test_parse_rfc3339_rejects_what_rfc3339_does_not_allow(text: str) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 -- the contract is ValueError
+        parse_rfc3339(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\uff12\uff10\uff12\uff14-05-01T12:15:00Z",  # fullwidth
+        "\u0662\u0660\u0662\u0664-\u0660\u0665-\u0660\u0661T12:15:00Z",  # Arabic-Indic
+        "2024-05-01T12:15:00+\u0660\u0668:00",
+    ],
+)
+def test_parse_rfc3339_rejects_non_ascii_digits(text: str) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011
+        parse_rfc3339(text)

@@ -1,0 +1,305 @@
+"""What highlight publishes (highlight.results): result documents and dead-letter headers."""
+
+from __future__ import annotations
+
+import struct
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from highlight import schemas
+from highlight.dedup import IN_DOUBT_MESSAGE, Entry, Phase
+from highlight.moment import InvalidMoment, Moment
+from highlight.results import STATUSES, dead_letter_headers, encode_result, result_document
+
+PROCESSED = datetime(2024, 5, 1, 12, 15, 3, 123456, tzinfo=UTC)
+OCCURRED_TEXT = "2024-05-01T20:15:00+08:00"
+BUCKET = 1714565700 // 300
+START, END = "2024-05-01 20:15:04", "2024-05-01 20:20:04"
+MAX_TASK_ID = str(2**64 - 1)
+
+
+def _validate(document: dict[str, Any]) -> None:
+    schemas.validator(schemas.RESULT_SCHEMA)(document)
+
+
+def _moment(event_id: str = "e-1", attributes: dict[str, Any] | None = None) -> Moment:
+    return Moment(
+        event_id=event_id,
+        channel_id="8888_test123",
+        occurred_at=datetime.fromisoformat(OCCURRED_TEXT),
+        occurred_at_text=OCCURRED_TEXT,
+        attributes=attributes,
+    )
+
+
+STARTED = Entry(Phase.STARTED, "e-1", START, END, task_id=MAX_TASK_ID, attempts=2)
+FAILED = Entry(Phase.FAILED, "e-1", START, END, error_code="1301", error_message="has not live stream", attempts=1)
+IN_DOUBT = Entry(Phase.IN_DOUBT, "e-1", START, END, error_code="read_timeout", error_message="no answer", attempts=1)
+INTENT = Entry(Phase.INTENT, "e-1", START, END, attempts=1)
+
+
+def _document(status: str, entry: Entry | None, event_id: str = "e-1", **kwargs: Any) -> dict[str, Any]:
+    document = result_document(_moment(event_id, **kwargs), BUCKET, 300, status, entry, PROCESSED)
+    _validate(document)
+    return document
+
+
+# --- documents, status by status ------------------------------------------------------------------
+
+
+def test_started_document_carries_the_recording() -> None:
+    assert _document("started", STARTED) == {
+        "event_id": "e-1",
+        "channel_id": "8888_test123",
+        "bucket": BUCKET,
+        "bucket_seconds": 300,
+        "status": "started",
+        "occurred_at": OCCURRED_TEXT,
+        "processed_at": "2024-05-01T12:15:03.123Z",
+        "task_id": "18446744073709551615",
+        "start_time": START,
+        "end_time": END,
+        "attempts": 2,
+    }
+
+
+@pytest.mark.parametrize("task_id", [0, 1, 2**53 + 1, 2**64 - 1])
+def test_task_id_is_a_decimal_string(task_id: int) -> None:
+    entry = Entry(Phase.STARTED, "e-1", START, END, task_id=str(task_id), attempts=1)
+    document = _document("started", entry)
+    assert document["task_id"] == str(task_id)
+    assert orjson.loads(encode_result(document))["task_id"] == str(task_id)
+
+
+def test_duplicate_document_names_the_event_that_started_the_recording() -> None:
+    document = _document("duplicate", STARTED, event_id="e-2")
+    assert document["status"] == "duplicate"
+    assert document["event_id"] == "e-2"
+    assert document["started_by"] == "e-1"
+    assert document["task_id"] == MAX_TASK_ID
+    assert (document["start_time"], document["end_time"]) == (START, END)
+    assert "attempts" not in document  # this moment made no call
+    assert "error" not in document
+
+
+def test_failed_document_carries_the_error() -> None:
+    document = _document("failed", FAILED)
+    assert document["error"] == {"code": "1301", "message": "has not live stream"}
+    assert (document["start_time"], document["end_time"]) == (START, END)
+    assert document["attempts"] == 1
+    assert "task_id" not in document
+    assert "started_by" not in document
+
+
+def test_failed_document_without_error_details_still_has_an_error() -> None:
+    document = _document("failed", Entry(Phase.FAILED, "e-1", START, END, attempts=3))
+    assert document["error"] == {"code": "failed", "message": ""}
+
+
+def test_in_doubt_document_carries_the_error() -> None:
+    document = _document("in_doubt", IN_DOUBT)
+    assert document["error"] == {"code": "read_timeout", "message": "no answer"}
+    assert "task_id" not in document
+
+
+def test_in_doubt_from_a_cut_off_intent_explains_itself() -> None:
+    document = _document("in_doubt", INTENT)
+    assert document["error"] == {"code": "in_doubt", "message": IN_DOUBT_MESSAGE}
+
+
+def test_in_doubt_for_another_event_of_the_key_has_no_attempts() -> None:
+    document = _document("in_doubt", IN_DOUBT, event_id="e-2")
+    assert "attempts" not in document
+    assert document["error"]["code"] == "read_timeout"
+
+
+@pytest.mark.parametrize("entry", [None, STARTED, FAILED])
+def test_expired_document_has_no_task_id_nor_times(entry: Entry | None) -> None:
+    document = _document("expired", entry)
+    assert document["status"] == "expired"
+    for absent in ("task_id", "start_time", "end_time", "error", "started_by", "attempts"):
+        assert absent not in document
+
+
+@pytest.mark.parametrize("attributes", [{"team": "red"}, {}, {"deep": {"list": [1, None, "x"]}, "ü": "🎥"}])
+@pytest.mark.parametrize(("status", "entry"), [("started", STARTED), ("expired", None), ("failed", FAILED)])
+def test_attributes_are_passed_through(attributes: dict[str, Any], status: str, entry: Entry | None) -> None:
+    assert _document(status, entry, attributes=attributes)["attributes"] == attributes
+
+
+def test_no_attributes_key_without_attributes() -> None:
+    assert "attributes" not in _document("started", STARTED)
+
+
+@pytest.mark.parametrize(
+    "processed_at",
+    [
+        datetime(2024, 5, 1, 20, 15, 3, 123999, tzinfo=timezone(timedelta(hours=8))),
+        datetime(2024, 5, 1, 2, 15, 3, 123000, tzinfo=timezone(timedelta(hours=-10))),
+    ],
+)
+def test_processed_at_is_utc_with_milliseconds_and_z(processed_at: datetime) -> None:
+    document = result_document(_moment(), BUCKET, 300, "expired", None, processed_at)
+    assert document["processed_at"] == "2024-05-01T12:15:03.123Z"
+
+
+def test_encode_result_is_json_of_the_document() -> None:
+    document = _document("duplicate", STARTED, event_id="e-2", attributes={"ü": 1})
+    assert orjson.loads(encode_result(document)) == document
+
+
+def test_statuses_are_exactly_the_schema_enum() -> None:
+    assert set(STATUSES) == set(schemas.load(schemas.RESULT_SCHEMA)["properties"]["status"]["enum"])
+
+
+def test_the_schema_rejects_a_started_result_without_a_task_id() -> None:
+    document = _document("started", STARTED)
+    del document["task_id"]
+    with pytest.raises(schemas.ValidationError):
+        _validate(document)
+
+
+no_surrogates = st.characters(blacklist_categories=("Cs",))
+ids = st.text(no_surrogates, min_size=1, max_size=30)
+cst_times = st.datetimes(
+    min_value=datetime(2000, 1, 1),  # noqa: DTZ001 -- hypothesis bounds are naive
+    max_value=datetime(2100, 1, 1),  # noqa: DTZ001
+).map(lambda d: d.strftime("%Y-%m-%d %H:%M:%S"))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(no_surrogates, max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@st.composite
+def status_and_entry(draw: st.DrawFn) -> tuple[str, Entry | None]:
+    status = draw(st.sampled_from(STATUSES))
+    phase = {
+        "started": st.just(Phase.STARTED),
+        "duplicate": st.just(Phase.STARTED),
+        "failed": st.just(Phase.FAILED),
+        "in_doubt": st.sampled_from([Phase.IN_DOUBT, Phase.INTENT]),
+        "expired": st.sampled_from(Phase),
+    }[status]
+    entry = Entry(
+        draw(phase),
+        draw(ids),
+        draw(cst_times),
+        draw(cst_times),
+        task_id=str(draw(st.integers(0, 2**64 - 1))) if status in ("started", "duplicate") else None,
+        error_code=draw(st.none() | ids),
+        error_message=draw(st.none() | st.text(no_surrogates, max_size=30)),
+        attempts=draw(st.integers(0, 10)),
+    )
+    if status == "expired" and draw(st.booleans()):
+        return status, None
+    return status, entry
+
+
+@given(
+    status_and_entry(),
+    ids,
+    ids,
+    st.integers(-(2**40), 2**40),
+    st.none() | st.dictionaries(st.text(no_surrogates, max_size=5), json_values, max_size=4),
+)
+def test_every_status_document_validates_against_the_result_schema(
+    status_entry: tuple[str, Entry | None],
+    event_id: str,
+    channel_id: str,
+    bucket: int,
+    attributes: dict[str, Any] | None,
+) -> None:
+    status, entry = status_entry
+    moment = Moment(event_id, channel_id, PROCESSED, OCCURRED_TEXT, attributes=attributes)
+    document = result_document(moment, bucket, 300, status, entry, PROCESSED)
+    _validate(document)
+    assert document["status"] == status
+    assert document["event_id"] == event_id
+    assert document["channel_id"] == channel_id
+    assert document["bucket"] == bucket
+    if attributes is not None:
+        assert document["attributes"] == attributes
+    if status in ("failed", "in_doubt"):
+        assert set(document["error"]) == {"code", "message"}
+    if status == "duplicate":
+        assert entry is not None
+        assert document["started_by"] == entry.event_id
+
+
+# --- dead-letter headers --------------------------------------------------------------------------
+
+ERROR = InvalidMoment("invalid_json", "value is not JSON: unexpected character: line 1 column 1 (char 0)")
+
+
+def _headers(original: list[tuple[str, bytes]] | None = None) -> list[tuple[str, bytes]]:
+    return dead_letter_headers(ERROR, "highlight.moments", 7, 123456789, original or [])
+
+
+def test_dead_letter_headers_carry_the_kafka_connect_names() -> None:
+    headers = dict(_headers())
+    assert headers["__connect.errors.topic"] == b"highlight.moments"
+    assert headers["__connect.errors.partition"] == b"7"
+    assert headers["__connect.errors.offset"] == b"123456789"
+    assert headers["__connect.errors.exception.class.name"] == b"invalid_json"
+    assert headers["__connect.errors.exception.message"] == str(ERROR).encode()
+
+
+def test_dead_letter_headers_carry_the_spring_names() -> None:
+    headers = dict(_headers())
+    assert headers["kafka_dlt-original-topic"] == b"highlight.moments"
+    assert "kafka_dlt-original-partition" in headers
+    assert "kafka_dlt-original-offset" in headers
+    assert headers["kafka_dlt-exception-fqcn"] == b"invalid_json"
+    assert headers["kafka_dlt-exception-message"] == str(ERROR).encode()
+
+
+def test_spring_partition_and_offset_headers_are_big_endian_int_and_long() -> None:
+    headers = dict(_headers())
+    assert headers["kafka_dlt-original-partition"] == struct.pack(">i", 7)
+    assert headers["kafka_dlt-original-offset"] == struct.pack(">q", 123456789)
+
+
+def test_dead_letter_headers_carry_highlights_reason() -> None:
+    assert dict(_headers())["highlight.dlq.reason"] == b"invalid_json"
+
+
+def test_dead_letter_headers_keep_the_original_headers_first() -> None:
+    original = [("trace-id", b"abc"), ("b", b""), ("trace-id", b"second"), ("__connect.errors.topic", b"older")]
+    headers = _headers(original)
+    assert headers[: len(original)] == original
+    names = [name for name, _ in headers[len(original) :]]
+    assert len(names) == len(set(names))  # each of ours exactly once
+    assert set(names) == {
+        "__connect.errors.topic",
+        "__connect.errors.partition",
+        "__connect.errors.offset",
+        "__connect.errors.exception.class.name",
+        "__connect.errors.exception.message",
+        "kafka_dlt-original-topic",
+        "kafka_dlt-original-partition",
+        "kafka_dlt-original-offset",
+        "kafka_dlt-exception-fqcn",
+        "kafka_dlt-exception-message",
+        "highlight.dlq.reason",
+    }
+
+
+def test_dead_letter_headers_do_not_mutate_the_original_sequence() -> None:
+    original = [("a", b"1")]
+    _headers(original)
+    assert original == [("a", b"1")]
+
+
+def test_dead_letter_header_values_are_utf8_bytes() -> None:
+    error = InvalidMoment("schema_violation", "data.event_id must not be blank — 频道")
+    headers = dead_letter_headers(error, "主题", 0, 0)
+    assert all(isinstance(value, bytes) for _, value in headers)
+    assert dict(headers)["__connect.errors.exception.message"] == "data.event_id must not be blank — 频道".encode()
+    assert dict(headers)["__connect.errors.topic"] == "主题".encode()

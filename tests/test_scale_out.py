@@ -1,0 +1,112 @@
+"""Several instances in one group: re-keying by channel, drain-then-commit on rebalance, static membership."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from highlight.kafka import home_partition
+from highlight.service import Service
+from highlight.simulator import LiveSimulator
+from tests.harness import (
+    Names,
+    by_event,
+    create_topics,
+    moment,
+    produce,
+    read_topic,
+    results,
+    running,
+    settings_for,
+    wait_until,
+)
+
+
+@contextlib.asynccontextmanager
+async def group_of(*services: contextlib.AbstractAsyncContextManager[Service]) -> AsyncIterator[list[Service]]:
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(s) for s in services]
+
+
+def owner(services: list[Service], topic: str, partition: int) -> Service:
+    (found,) = [s for s in services if (topic, partition) in s._consumer.assignment()]
+    return found
+
+
+async def settled(services: list[Service], names: Names, partitions: int) -> None:
+    """Every input partition owned by exactly one of `services`, and all of them restored."""
+
+    def done() -> bool:
+        owned = [tp for s in services for tp in s._consumer.assignment()]
+        return len(owned) == len(set(owned)) == 2 * partitions and all(s.ready for s in services)
+
+    await wait_until(done, timeout=40, what="the group to settle")
+
+
+async def test_null_and_wrongly_keyed_moments_dedup_with_correctly_keyed_ones_across_instances(
+    bootstrap: str, names: Names, simulator: LiveSimulator
+) -> None:
+    partitions = 4
+    await create_topics(bootstrap, {names.moments: partitions})
+    settings = settings_for(bootstrap, names, simulator.url)
+    async with group_of(running(settings), running(settings)) as services:
+        await settled(services, names, partitions)
+        channel = next(f"chan-{i}" for i in range(100) if home_partition(f"chan-{i}", partitions) == 0)
+        home_owner = owner(services, names.moments, 0)
+        elsewhere = next(p for p in range(partitions) if owner(services, names.moments, p) is not home_owner)
+        keyed = moment("keyed-1", channel)
+        same_bucket = {"occurred_at": keyed["occurred_at"]}
+        await produce(bootstrap, names.moments, [keyed])
+        await produce(
+            bootstrap, names.moments, [moment("null-1", channel) | same_bucket], key=None, partition=elsewhere
+        )
+        await produce(
+            bootstrap, names.moments, [moment("wrong-1", channel) | same_bucket], key=b"not-the-channel", partition=0
+        )
+        got = by_event(await results(bootstrap, names.results, 3))
+    statuses = sorted(d["status"] for d in got.values())
+    assert statuses == ["duplicate", "duplicate", "started"]
+    assert len({d["task_id"] for d in got.values()}) == 1
+    assert len(simulator.calls_for(channel)) == 1
+    forwarded = await read_topic(bootstrap, names.repartition, 2)
+    assert sorted(r.value for r in forwarded) == sorted(
+        [r.value for r in await read_topic(bootstrap, names.moments, 3)][1:]
+    ), "both stray moments went through the repartition topic, bytes untouched"
+    assert {r.key for r in forwarded} == {channel.encode()}
+    assert {r.partition for r in forwarded} == {0}, "to the channel's home partition"
+
+
+async def test_a_rebalance_drains_in_flight_calls_before_committing_and_handing_over(
+    bootstrap: str, names: Names, simulator: LiveSimulator
+) -> None:
+    partitions = 2
+    await create_topics(bootstrap, {names.moments: partitions})
+    simulator.set_config(latency_ms=(2500, 2500))
+    settings = settings_for(bootstrap, names, simulator.url)
+    channels = [f"drain-{i}" for i in range(6)]
+    async with running(settings) as first:
+        await wait_until(lambda: first.ready, timeout=30, what="the first member")
+        await produce(bootstrap, names.moments, [moment(f"d{i}", c) for i, c in enumerate(channels)])
+        await wait_until(lambda: len(simulator.calls) == len(channels), what="all calls in flight")
+        # A second member joins while every call is still in flight: the first must finish them, commit,
+        # and only then give partitions away. Otherwise the new owner would see intents and answer in_doubt.
+        async with running(settings) as second:
+            await settled([first, second], names, partitions)
+            got = by_event(await results(bootstrap, names.results, len(channels)))
+            await asyncio.sleep(1)
+    assert {d["status"] for d in got.values()} == {"started"}
+    assert len(simulator.calls) == len(channels), "nothing was called twice"
+    assert len(await read_topic(bootstrap, names.results, len(channels) + 1, timeout=1)) == len(channels)
+
+
+async def test_static_membership_joins_with_the_group_instance_id(
+    bootstrap: str, names: Names, simulator: LiveSimulator
+) -> None:
+    await create_topics(bootstrap, {names.moments: 1})
+    settings = settings_for(bootstrap, names, simulator.url, group_instance_id="recorder-0")
+    await produce(bootstrap, names.moments, [moment("s1", "static-chan")])
+    async with running(settings) as service:
+        (result,) = await results(bootstrap, names.results, 1)
+        assert service._consumer._consumer._group_instance_id == "recorder-0"
+    assert result["status"] == "started"

@@ -51,7 +51,10 @@ def home_partition(channel_id: str, partitions: int) -> int:
 
 
 def _mapped(exc: aiokafka.errors.KafkaError, action: str) -> BrokerError:
-    message = f"Kafka {action} failed: {type(exc).__name__}: {exc}"
+    detail = str(exc)
+    if not detail.startswith(type(exc).__name__):
+        detail = f"{type(exc).__name__}: {detail}"
+    message = f"Kafka {action} failed: {detail}"
     if isinstance(exc, aiokafka.errors.KafkaConnectionError | aiokafka.errors.KafkaTimeoutError) or getattr(
         exc, "retriable", False
     ):

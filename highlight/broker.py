@@ -6,11 +6,13 @@ Memory storage only: everything is gone when it stops. Production uses Apache Ka
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +38,17 @@ def broker_binary() -> Path:
         # Some installers drop the run bit of data files.
         path.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path
+
+
+def _die_with_parent() -> None:
+    """Linux: the broker gets SIGKILL if we die without stopping it (e.g. kill -9), instead of lingering."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -71,7 +84,15 @@ class EmbeddedBroker:
         ]
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self._process = subprocess.Popen(  # noqa: S603 -- our own bundled binary, fixed arguments
-            command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            # Its own session: a terminal's Ctrl-C must reach us first, so the recorder drains and commits
+            # while the broker is still there; we stop the broker last.
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:

@@ -7,7 +7,7 @@ trust in `end_offsets()` (tansu undercounts it): reading "to the end" means reac
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -15,12 +15,15 @@ from typing import Any, NamedTuple
 
 import aiokafka
 import aiokafka.errors
+import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.partitioner import murmur2
 
 from highlight.config import KafkaSettings
 from highlight.errors import BrokerError, BrokerUnavailable, TopicMisconfigured
+
+log = structlog.get_logger("highlight.kafka")
 
 CLIENT_ID = "highlight"
 
@@ -68,6 +71,18 @@ async def broker_errors(action: str) -> AsyncIterator[None]:
         yield
     except aiokafka.errors.KafkaError as exc:
         raise _mapped(exc, action) from exc
+
+
+# A vanished broker must not hold a shutdown forever: aiokafka's stop waits for it indefinitely.
+CLOSE_TIMEOUT_SECONDS = 10.0
+
+
+async def _close_within(closing: Coroutine[Any, Any, None], client: str) -> None:
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+            await closing
+    except TimeoutError:
+        log.warning("kafka_close_timed_out", client=client, seconds=CLOSE_TIMEOUT_SECONDS)
 
 
 # --- topics ---------------------------------------------------------------------------------------
@@ -172,7 +187,7 @@ class Producer:
     async def stop(self) -> None:
         if self._started:
             self._started = False
-            await self._producer.stop()
+            await _close_within(self._producer.stop(), "producer")
 
     async def send(
         self,
@@ -250,7 +265,7 @@ class GroupConsumer:
     async def stop(self) -> None:
         if self._started:
             self._started = False
-            await self._consumer.stop()
+            await _close_within(self._consumer.stop(), "consumer")
 
     async def fetch(self, timeout_ms: int, max_records: int) -> list[Record]:
         async with broker_errors("fetch"):
@@ -322,7 +337,7 @@ class ChangelogReader:
     async def stop(self) -> None:
         if self._started:
             self._started = False
-            await self._consumer.stop()
+            await _close_within(self._consumer.stop(), "consumer")
 
     async def read(
         self,

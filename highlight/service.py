@@ -39,6 +39,7 @@ from highlight.tape import now_utc
 log = structlog.get_logger("highlight.service")
 
 COMMIT_INTERVAL_SECONDS = 1.0
+COMMIT_TIMEOUT_SECONDS = 10.0
 POLL_TIMEOUT_MS = 200
 EXPIRY_INTERVAL_SECONDS = 60.0
 
@@ -236,10 +237,11 @@ class Service(RebalanceHandler):
             if not offsets:
                 return
             try:
-                await self._consumer.commit(offsets)
-            except HighlightError as exc:
+                async with asyncio.timeout(COMMIT_TIMEOUT_SECONDS):
+                    await self._consumer.commit(offsets)
+            except (HighlightError, TimeoutError) as exc:
                 # Not fatal: the offsets stay uncommitted and their moments are answered again from state.
-                log.warning("commit_failed", error=str(exc))
+                log.warning("commit_failed", error=str(exc) or "timed out")
                 return
             self._tracker.committed(offsets)
             self.metrics.commits.inc()

@@ -62,9 +62,6 @@ class StateStore:
         self._positions: dict[int, int] = {}
         self._kept: set[int] = set()
 
-    def owns(self, index: int) -> bool:
-        return index in self._tables
-
     def entries(self) -> int:
         return sum(len(table) for table in self._tables.values())
 
@@ -76,11 +73,12 @@ class StateStore:
         offset = await self._producer.send(
             self._topic, None if entry is None else encode_entry(entry), key=encode_key(key), partition=index
         )
-        if offset + 1 > self._positions.get(index, 0):
-            self._positions[index] = offset + 1
         table = self._tables.get(index)
         if table is None:
-            return  # released meanwhile (an expiry racing a revoke): the log holds the write, that is enough
+            # Released meanwhile (an expiry racing a revoke): the log holds the write, and the next restore of
+            # this index reads it from the log, from its beginning.
+            return
+        self._positions[index] = max(self._positions.get(index, 0), offset + 1)
         if entry is None:
             table.pop(key, None)
         else:

@@ -168,7 +168,9 @@ class Producer:
             acks="all",
             # Idempotence needs InitProducerId, which tansu lacks; dedup makes redelivery harmless instead.
             enable_idempotence=False,
-            linger_ms=2,
+            # aiokafka keeps one request in flight per broker, so records batch behind it anyway; lingering
+            # would only add its delay to every acknowledged write on a moment's path.
+            linger_ms=0,
             max_batch_size=256 * 1024,
         )
         self._started = False

@@ -35,7 +35,8 @@ def configure(log_format: str = "auto", level: str = "info", stream: TextIO | No
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(stream),
-        cache_logger_on_first_use=False,
+        # The hot path logs per moment; caching skips the lazy proxy on every call after the first.
+        cache_logger_on_first_use=True,
     )
     # aiokafka and aiohttp log through the standard library; keep their warnings, on the same stream.
     logging.basicConfig(stream=stream, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

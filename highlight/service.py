@@ -58,6 +58,7 @@ class Service(RebalanceHandler):
         # are processed. aiokafka starts fetching new partitions before the assignment callback has finished.
         self._active: set[Partition] = set()
         self._commit_lock = asyncio.Lock()
+        self._room = asyncio.Event()  # set whenever in-flight work shrinks
         self._paused = False
         self._ready = False
         self._last_poll = time.monotonic()
@@ -136,6 +137,7 @@ class Service(RebalanceHandler):
     def request_stop(self) -> None:
         """Safe from a signal handler; idempotent."""
         self._stopping.set()
+        self._room.set()
 
     async def stop(self) -> None:
         """Idempotent: close the consumer (leaving the group), flush and close the producer, the HTTP client."""
@@ -177,10 +179,20 @@ class Service(RebalanceHandler):
 
     async def _consume(self) -> None:
         limit = self.settings.recorder.max_in_flight
+        # Resume only with room for a batch: resuming for every finished moment would thrash, since aiokafka
+        # drops what it prefetched for paused partitions.
+        resume_at = limit - max(1, limit // 8)
         while not self._stopping.is_set():
+            in_flight = self._tracker.in_flight()
+            if in_flight >= limit or (self._paused and in_flight > resume_at):
+                self._set_paused(True)
+                # Wake as soon as moments finish: a poll of paused partitions would sleep its whole timeout.
+                await self._room_below(resume_at, POLL_TIMEOUT_MS / 1000)
+            if self._paused and self._tracker.in_flight() <= resume_at:
+                self._set_paused(False)
             capacity = limit - self._tracker.in_flight()
-            self._set_paused(capacity <= 0)
-            records = await self._consumer.fetch(POLL_TIMEOUT_MS, max(1, capacity))
+            # Paused, this poll returns at once and empty; it still shows the group we are alive.
+            records = await self._consumer.fetch(0 if self._paused else POLL_TIMEOUT_MS, max(1, capacity))
             self._last_poll = time.monotonic()
             rewind: dict[Partition, int] = {}
             for record in records:
@@ -209,6 +221,14 @@ class Service(RebalanceHandler):
 
     def _job_done(self, job: Job) -> None:
         self._tracker.done(job.partition, job.offset)
+        self._room.set()
+
+    async def _room_below(self, threshold: int, timeout: float) -> None:  # noqa: ASYNC109 -- a poll interval
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self._tracker.in_flight() > threshold and not self._stopping.is_set():
+                    self._room.clear()
+                    await self._room.wait()
 
     def _job_failed(self, job: Job, exc: BaseException) -> None:
         if not isinstance(exc, HighlightError):
@@ -267,6 +287,7 @@ class Service(RebalanceHandler):
             abandoned = await self._runner.drain(self.settings.recorder.drain_timeout_seconds, revoked)
             await self._commit(force=True)
             self._tracker.forget(revoked)
+            self._room.set()
             self._state.release({p.partition for p in revoked}, keep=not abandoned and self._fatal is None)
             log.info(
                 "partitions_revoked",

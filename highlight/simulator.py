@@ -190,7 +190,7 @@ class LiveSimulator:
         task_id = plan.task.task_id if plan.task is not None else None
         channel_id = query.get(rules.CHANNEL_ID)
         self.calls.append(SimCall(now, monotonic, query, raw_query, channel_id, plan.outcome, task_id, plan.message))
-        log.info("sim.call", channel_id=channel_id, outcome=plan.outcome, task_id=task_id, message=plan.message)
+        log.debug("sim.call", channel_id=channel_id, outcome=plan.outcome, task_id=task_id, message=plan.message)
         if plan.ending == "hang":
             # Never answers: ends when the client goes away (handler cancellation) or the simulator stops.
             await self._stopping.wait()

@@ -57,7 +57,9 @@ class StateStore:
         self._bucket_seconds = bucket_seconds
         self._max_age = max_event_age_seconds
         self._clock = clock
-        self._tables: dict[int, dict[DedupKey, Entry]] = {}
+        # Restored entries stay as their raw bytes until first read: decoding a million entries (and keeping a
+        # million objects for the garbage collector to scan) would dominate a restore that few keys outlive.
+        self._tables: dict[int, dict[DedupKey, Entry | bytes]] = {}
         # Where each kept table stops reflecting the log; a re-assigned index only reads what came after.
         self._positions: dict[int, int] = {}
         self._kept: set[int] = set()
@@ -66,7 +68,18 @@ class StateStore:
         return sum(len(table) for table in self._tables.values())
 
     def get(self, index: int, key: DedupKey) -> Entry | None:
-        return self._tables[index].get(key)
+        table = self._tables[index]
+        value = table.get(key)
+        if not isinstance(value, bytes):
+            return value
+        try:
+            entry = decode_entry(value)
+        except (ValueError, KeyError, TypeError):
+            log.warning("state_record_unreadable", partition=index, channel=key[0], bucket=key[1])
+            del table[key]
+            return None
+        table[key] = entry
+        return entry
 
     async def put(self, index: int, key: DedupKey, entry: Entry | None) -> None:
         """Durable first (acknowledged by the brokers), then visible; `None` deletes."""
@@ -102,8 +115,8 @@ class StateStore:
                 if raw_value is None or expires_at(key[1], self._bucket_seconds, self._max_age) <= now:
                     table.pop(key, None)
                 else:
-                    table[key] = decode_entry(raw_value)
-            except (ValueError, KeyError, TypeError):
+                    table[key] = raw_value
+            except (ValueError, TypeError):
                 log.warning("state_record_unreadable", partition=partition.partition, key=raw_key[:100])
 
         records, ends = await self._reader.read(sorted(starts), apply, starts)
@@ -111,8 +124,10 @@ class StateStore:
             self._positions[partition.partition] = end
         in_doubt = 0
         for index in indexes:
-            for key, entry in list(self._tables[index].items()):
-                if entry.phase is Phase.INTENT:
+            table = self._tables[index]
+            for key in [k for k, v in table.items() if _is_intent(v)]:
+                entry = self.get(index, key)
+                if entry is not None and entry.phase is Phase.INTENT:
                     # A call was cut off (crash, kill, abandoned drain): never call again for this key.
                     await self.put(index, key, _in_doubt(entry))
                     in_doubt += 1
@@ -160,6 +175,17 @@ class StateStore:
         for chunk in range(0, len(expired), EXPIRY_BATCH):
             await asyncio.gather(*(self.put(i, k, None) for i, k in expired[chunk : chunk + EXPIRY_BATCH]))
         return len(expired)
+
+
+def _is_intent(value: Entry | bytes) -> bool:
+    if isinstance(value, bytes):
+        # `encode_entry` writes exactly this for an intent, and string values escape their quotes, so the
+        # bytes cannot contain it by accident; a false positive would only be decoded and checked anyway.
+        return INTENT_MARK in value
+    return value.phase is Phase.INTENT
+
+
+INTENT_MARK = b'"phase":"intent"'
 
 
 def _in_doubt(entry: Entry) -> Entry:

@@ -91,13 +91,15 @@ async def test_kill_9_during_a_call_never_leads_to_a_second_call(
     simulator.inject("hang", channel="kill-chan")
     env = service_env(bootstrap, names, simulator.url)
     process = spawn(env, tmp_path / "killed.log")
+    first = moment("k1", "kill-chan")
     try:
-        await produce(bootstrap, names.moments, [moment("k1", "kill-chan")])
+        await produce(bootstrap, names.moments, [first])
         await wait_until(lambda: bool(simulator.calls_for("kill-chan")), what="the call to arrive")
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
-    await produce(bootstrap, names.moments, [moment("k2", "kill-chan")])
+    # Same occurred_at: seconds later the clock may have crossed into the next bucket, another key.
+    await produce(bootstrap, names.moments, [moment("k2", "kill-chan") | {"occurred_at": first["occurred_at"]}])
     async with running(settings_for(bootstrap, names, simulator.url)):
         got = by_event(await results(bootstrap, names.results, 2))
     assert got["k1"]["status"] == "in_doubt", "the redelivered moment whose call was cut off"

@@ -38,8 +38,12 @@ async def service(bootstrap: str, topics: Names, sim: LiveSimulator) -> AsyncIte
         yield svc
 
 
-async def record(bootstrap: str, topics: Names, event_id: str, channel: str) -> dict[str, object]:
-    await produce(bootstrap, topics.moments, [moment(event_id, channel)])
+async def record(
+    bootstrap: str, topics: Names, event_id: str, channel: str, *, like: dict[str, object] | None = None
+) -> dict[str, object]:
+    """Publish a moment and wait for its result; `like` reuses another moment's occurred_at (same key)."""
+    fields = {} if like is None else {"occurred_at": like["occurred_at"]}
+    await produce(bootstrap, topics.moments, [moment(event_id, channel) | fields])
     return await result_of(bootstrap, topics.results, event_id)
 
 
@@ -100,7 +104,7 @@ async def test_a_call_that_may_have_been_received_is_in_doubt_and_never_resent(
     sim.inject(fault, channel=channel)
     result = await record(bootstrap, topics, f"{fault}-1", channel)
     assert result["status"] == "in_doubt"
-    later = await record(bootstrap, topics, f"{fault}-2", channel)
+    later = await record(bootstrap, topics, f"{fault}-2", channel, like=result)
     assert later["status"] == "in_doubt", "every later moment of the key is in_doubt too"
     assert len(sim.calls_for(channel)) == 1
 
@@ -110,7 +114,7 @@ async def test_a_failed_key_does_not_block_a_later_moment(
 ) -> None:
     sim.inject("ret:1301", channel="flaky-chan")
     first = await record(bootstrap, topics, "fl1", "flaky-chan")
-    second = await record(bootstrap, topics, "fl2", "flaky-chan")
+    second = await record(bootstrap, topics, "fl2", "flaky-chan", like=first)
     assert (first["status"], second["status"]) == ("failed", "started")
     assert first["bucket"] == second["bucket"]
 

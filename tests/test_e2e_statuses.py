@@ -16,16 +16,17 @@ async def test_each_status_is_published_once_per_moment(bootstrap: str, names: N
     simulator.set_config(offline_channels=["offline-chan"])
     simulator.inject("hang", channel="hanging-chan")
     settings = settings_for(bootstrap, names, simulator.url, live_timeout_seconds=3.5)
+    now = {"occurred_at": moment("", "")["occurred_at"]}  # one instant: moments meant to share a key do
     await produce(
         bootstrap,
         names.moments,
         [
-            moment("start-1", "live-chan", attributes={"game": "cs2", "score": [1, 0]}),
-            moment("dup-1", "live-chan"),
-            moment("fail-1", "offline-chan"),
+            moment("start-1", "live-chan", attributes={"game": "cs2", "score": [1, 0]}) | now,
+            moment("dup-1", "live-chan") | now,
+            moment("fail-1", "offline-chan") | now,
             moment("old-1", "live-chan-2", age_seconds=3600),
-            moment("doubt-1", "hanging-chan"),
-            moment("doubt-2", "hanging-chan"),
+            moment("doubt-1", "hanging-chan") | now,
+            moment("doubt-2", "hanging-chan") | now,
         ],
     )
     async with running(settings):

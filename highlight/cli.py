@@ -13,14 +13,14 @@ from typing import Any
 import structlog
 
 from highlight import __version__, config, logs
-from highlight.errors import BrokerError, ConfigError, LiveAccessRefused, TopicMisconfigured
+from highlight.errors import BrokerError, ConfigError, TopicMisconfigured
 
 # Exit codes (sysexits.h where one fits).
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 69  # Kafka could not be reached or failed
-EXIT_CONFIG = 78  # the Live API refused our appid/key/clock, or a topic is misconfigured
+EXIT_CONFIG = 78  # a topic is misconfigured (a refused Live credential pauses the service instead)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         settings = config.load(os.environ, args)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    logs.configure(settings.log_format, settings.log_level)
+    logs.configure(settings.log_format, settings.log_level, secrets=logs.secrets_of(settings))
 
     from highlight.service import Service
 
@@ -121,8 +121,6 @@ def _serve_with_signals(serve: Callable[[asyncio.Event], Coroutine[Any, Any, Non
 
     try:
         asyncio.run(supervise())
-    except LiveAccessRefused as exc:
-        return _fail(f"{exc.message}; moments stay uncommitted for the next start", EXIT_CONFIG)
     except TopicMisconfigured as exc:
         return _fail(str(exc), EXIT_CONFIG)
     except BrokerError as exc:

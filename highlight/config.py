@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,17 +53,34 @@ class KafkaSettings:
     auto_offset_reset: str
     session_timeout_ms: int
     fetch_max_wait_ms: int
+    security_protocol: str
+    sasl_mechanism: str | None
+    sasl_username: str | None
+    sasl_password: Secret | None
+    ssl_cafile: str | None
+    ssl_certfile: str | None
+    ssl_keyfile: str | None
+    ssl_key_password: Secret | None
 
 
 @dataclass(frozen=True, slots=True)
 class LiveSettings:
+    api: str
     url: str
-    appid: str
-    key: Secret
+    appid: str | None
+    key: Secret | None
+    secret_id: str | None
+    secret_key: Secret | None
+    region: str | None
+    signature_method: str
+    app_name: str
+    domain_name: str | None
     timeout_seconds: float
     max_attempts: int
     retry_delay_seconds: float
     max_rps: float
+    ca_file: str | None
+    tls_verify: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +90,7 @@ class RecorderSettings:
     max_event_age_seconds: int
     max_in_flight: int
     drain_timeout_seconds: float
+    max_moment_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +101,26 @@ class Settings:
     metrics_port: int
     log_format: str
     log_level: str
+
+
+# --- the Live API backends -----------------------------------------------------------------------
+
+LIVE_APIS: tuple[str, ...] = ("live_tape_start", "create_record", "create_live_record")
+
+DEFAULT_LIVE_URLS: dict[str, str] = {
+    "live_tape_start": "http://fcgi.video.qcloud.com/common_access",
+    "create_record": "https://live.api.qcloud.com/v2/index.php",
+    "create_live_record": "https://live.tencentcloudapi.com/",
+}
+
+# --- Kafka security -------------------------------------------------------------------------------
+
+KAFKA_SECURITY_PROTOCOLS: tuple[str, ...] = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS: tuple[str, ...] = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
+_TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
+
+MAX_MOMENT_BYTES_LIMIT = 16 * 1024 * 1024
 
 
 # --- parsers: each returns the value or raises ValueError with a reason -----------------------------
@@ -121,13 +160,28 @@ def _float_above(low: float, *, inclusive: bool) -> Callable[[str], float]:
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
+    """Any case in, the spelling given here out (`hmacsha1` -> `HmacSHA1`)."""
+    canonical = {choice.lower(): choice for choice in choices}
+
     def parse(raw: str) -> str:
-        value = raw.strip().lower()
-        if value not in choices:
+        value = raw.strip()
+        # ASCII only: str.lower() folds a few other letters into ASCII ones (the Kelvin sign into k).
+        choice = canonical.get(value.lower()) if value.isascii() else None
+        if choice is None:
             raise ValueError(f"must be one of {', '.join(choices)}, got {raw!r}")
-        return value
+        return choice
 
     return parse
+
+
+_BOOLS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+def _bool(raw: str) -> bool:
+    value = _BOOLS.get(raw.strip().lower())
+    if value is None:
+        raise ValueError(f"must be true or false (also 1/0, yes/no, on/off), got {raw!r}")
+    return value
 
 
 def _http_url(raw: str) -> str:
@@ -145,24 +199,48 @@ def _appid(raw: str) -> str:
     return value
 
 
+def _readable_file(raw: str) -> str:
+    # Checked at start-up so a mistyped path fails here, not at the first TLS handshake minutes later.
+    path = raw.strip()
+    if not os.path.exists(path):
+        raise ValueError(f"must name a readable file, {path!r} does not exist")
+    # A FIFO or device would block or never end when read: only regular files hold certificates.
+    if not os.path.isfile(path):
+        raise ValueError(f"must name a readable file, {path!r} is not a regular file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"must name a readable file, {path!r} cannot be read ({exc.strerror})") from None
+    return path
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     env: str
     default: str | None
     help: str
     parse: Callable[[str], Any] = _text
-    required: bool = False
+    # The HIGHLIGHT_LIVE_API values that cannot work without this setting; the others start without it.
+    required_by: tuple[str, ...] = ()
     secret: bool = False
     metavar: str | None = None
+    # What `--help` says when the table has no default but one is derived (the Live URL follows the api).
+    default_help: str | None = None
     attr: str = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attr", self.env.removeprefix("HIGHLIGHT_").lower())
+        unknown = set(self.required_by) - set(LIVE_APIS)
+        if unknown:
+            raise ValueError(f"{self.env}: required_by names unknown Live APIs {sorted(unknown)}")
 
     @property
     def flag(self) -> str:
         return "--" + self.attr.replace("_", "-")
 
+
+_SECRET_APIS = ("create_record", "create_live_record")
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("HIGHLIGHT_KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka brokers, comma-separated host:port."),
@@ -185,18 +263,68 @@ SETTINGS: tuple[Setting, ...] = (
         "Internal topic re-keying moments whose Kafka key is not their channel_id (default: <group id>.repartition).",
     ),
     Setting(
-        "HIGHLIGHT_LIVE_URL",
-        "http://fcgi.video.qcloud.com/common_access",
-        "Live_Tape_Start endpoint.",
-        _http_url,
+        "HIGHLIGHT_LIVE_API",
+        "live_tape_start",
+        "Which Live API starts a recording: live_tape_start (legacy fcgi Live_Tape_Start, signed with appid and "
+        "key), create_record (API 2.0 CreateRecord, signed with SecretId/SecretKey) or create_live_record "
+        "(API 3.0 CreateLiveRecord, signed with SecretId/SecretKey).",
+        _choice(*LIVE_APIS),
     ),
-    Setting("HIGHLIGHT_LIVE_APPID", None, "Live appid (required).", _appid, required=True),
+    Setting(
+        "HIGHLIGHT_LIVE_URL",
+        None,
+        "Live API endpoint. Default by HIGHLIGHT_LIVE_API: "
+        + ", ".join(f"{api}: {url}" for api, url in DEFAULT_LIVE_URLS.items())
+        + ".",
+        _http_url,
+        default_help="default follows HIGHLIGHT_LIVE_API",
+    ),
+    Setting(
+        "HIGHLIGHT_LIVE_APPID",
+        None,
+        "Live appid, for live_tape_start.",
+        _appid,
+        required_by=("live_tape_start",),
+    ),
     Setting(
         "HIGHLIGHT_LIVE_KEY",
         None,
-        "Live API auth key for sign (required, secret).",
-        required=True,
+        "Live API auth key that signs live_tape_start calls (secret).",
+        required_by=("live_tape_start",),
         secret=True,
+    ),
+    Setting(
+        "HIGHLIGHT_SECRET_ID",
+        None,
+        "Tencent Cloud API SecretId, for create_record and create_live_record.",
+        required_by=_SECRET_APIS,
+    ),
+    Setting(
+        "HIGHLIGHT_SECRET_KEY",
+        None,
+        "Tencent Cloud API SecretKey that signs create_record and create_live_record calls (secret).",
+        required_by=_SECRET_APIS,
+        secret=True,
+    ),
+    Setting(
+        "HIGHLIGHT_REGION",
+        None,
+        "Tencent Cloud region: the Region common parameter of create_record (e.g. gz); optional for "
+        "create_live_record, unused by live_tape_start.",
+        required_by=("create_record",),
+    ),
+    Setting(
+        "HIGHLIGHT_SIGNATURE_METHOD",
+        "HmacSHA1",
+        "Signature of create_record calls: HmacSHA1 or HmacSHA256 (other APIs ignore it).",
+        _choice("HmacSHA1", "HmacSHA256"),
+    ),
+    Setting("HIGHLIGHT_APP_NAME", "live", "Push path name (AppName) of create_live_record calls."),
+    Setting(
+        "HIGHLIGHT_DOMAIN_NAME",
+        None,
+        "Push domain (DomainName) of create_live_record calls whose moment names no domain.",
+        required_by=("create_live_record",),
     ),
     Setting(
         "HIGHLIGHT_RECORD_SECONDS",
@@ -212,6 +340,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Older moments are answered `expired` without a call.",
         _int_between(0),
         metavar="SECONDS",
+    ),
+    Setting(
+        "HIGHLIGHT_MAX_MOMENT_BYTES",
+        "65536",
+        f"A moment larger than this is dead-lettered without being parsed (1..{MAX_MOMENT_BYTES_LIMIT}).",
+        _int_between(1, MAX_MOMENT_BYTES_LIMIT),
+        metavar="BYTES",
     ),
     Setting(
         "HIGHLIGHT_AUTO_OFFSET_RESET",
@@ -232,6 +367,52 @@ SETTINGS: tuple[Setting, ...] = (
         "Longest a fetch waits for data; lower it on brokers that do not answer fetches early.",
         _int_between(1, 60_000),
         metavar="MS",
+    ),
+    Setting(
+        "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        "How every Kafka client connects: " + ", ".join(KAFKA_SECURITY_PROTOCOLS) + ".",
+        _choice(*KAFKA_SECURITY_PROTOCOLS),
+    ),
+    Setting(
+        "HIGHLIGHT_KAFKA_SASL_MECHANISM",
+        None,
+        "SASL mechanism, with a SASL_* protocol: " + ", ".join(KAFKA_SASL_MECHANISMS) + ".",
+        _choice(*KAFKA_SASL_MECHANISMS),
+    ),
+    Setting("HIGHLIGHT_KAFKA_SASL_USERNAME", None, "SASL user name, with a SASL_* protocol."),
+    Setting(
+        "HIGHLIGHT_KAFKA_SASL_PASSWORD",
+        None,
+        "SASL password, with a SASL_* protocol (secret).",
+        secret=True,
+    ),
+    Setting(
+        "HIGHLIGHT_KAFKA_SSL_CAFILE",
+        None,
+        "CA bundle (PEM) that verifies the brokers, with SSL or SASL_SSL (default: the system CAs).",
+        _readable_file,
+        metavar="FILE",
+    ),
+    Setting(
+        "HIGHLIGHT_KAFKA_SSL_CERTFILE",
+        None,
+        "Client certificate (PEM) for brokers that require one, with SSL or SASL_SSL; may hold the key too.",
+        _readable_file,
+        metavar="FILE",
+    ),
+    Setting(
+        "HIGHLIGHT_KAFKA_SSL_KEYFILE",
+        None,
+        "Private key (PEM) of the client certificate, when it is not in the certificate file.",
+        _readable_file,
+        metavar="FILE",
+    ),
+    Setting(
+        "HIGHLIGHT_KAFKA_SSL_KEY_PASSWORD",
+        None,
+        "Password of an encrypted client private key (secret).",
+        secret=True,
     ),
     Setting(
         "HIGHLIGHT_GROUP_INSTANCE_ID",
@@ -272,6 +453,21 @@ SETTINGS: tuple[Setting, ...] = (
         _float_above(0, inclusive=False),
     ),
     Setting(
+        "HIGHLIGHT_LIVE_CA_FILE",
+        None,
+        "CA bundle (PEM) that verifies the Live endpoint's HTTPS certificate (default: the system CAs).",
+        _readable_file,
+        metavar="FILE",
+    ),
+    Setting(
+        "HIGHLIGHT_LIVE_TLS_VERIFY",
+        "true",
+        "Verify the Live endpoint's HTTPS certificate (true/false); false is for testing only, since "
+        "anyone on the path could then read the signed calls.",
+        _bool,
+        metavar="BOOL",
+    ),
+    Setting(
         "HIGHLIGHT_MAX_IN_FLIGHT",
         "256",
         "Moments fetched but not finished; the consumer pauses at this bound.",
@@ -300,7 +496,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per setting; flags default to None so the environment shows through."""
     group = parser.add_argument_group("settings (each flag overrides its environment variable)")
     for setting in SETTINGS:
-        default = "required" if setting.required else (setting.default or "unset")
+        if setting.required_by:
+            default = f"required when HIGHLIGHT_LIVE_API={' or '.join(setting.required_by)}"
+        else:
+            default = setting.default_help or setting.default or "unset"
         if setting.secret:
             default += "; prefer the environment, flags show in `ps`"
         group.add_argument(
@@ -321,9 +520,8 @@ def load(environ: Mapping[str, str], flags: argparse.Namespace | None = None) ->
         if raw is None:
             raw = environ.get(setting.env)
             source = setting.env
-        if raw is None or (raw.strip() == "" and setting.default is None and not setting.required):
-            if setting.required:
-                raise ConfigError(f"{setting.env} is required (or pass {setting.flag})")
+        # Blank counts as unset where there is no default: `HIGHLIGHT_X=` in an env file means "not given".
+        if raw is None or (raw.strip() == "" and setting.default is None):
             values[setting.attr] = None if setting.default is None else setting.parse(setting.default)
             continue
         try:
@@ -331,6 +529,11 @@ def load(environ: Mapping[str, str], flags: argparse.Namespace | None = None) ->
         except ValueError as exc:
             raise ConfigError(f"{source} {exc}") from None
         values[setting.attr] = Secret(value) if setting.secret else value
+    # Only after every value is parsed: which settings are required depends on the api, wherever it is listed.
+    api: str = values["live_api"]
+    for setting in SETTINGS:
+        if api in setting.required_by and values[setting.attr] is None:
+            raise ConfigError(f"{setting.env} is required when HIGHLIGHT_LIVE_API={api} (or pass {setting.flag})")
     return _build(values)
 
 
@@ -348,6 +551,14 @@ def _build(v: dict[str, Any]) -> Settings:
         auto_offset_reset=v["auto_offset_reset"],
         session_timeout_ms=v["kafka_session_timeout_ms"],
         fetch_max_wait_ms=v["kafka_fetch_max_wait_ms"],
+        security_protocol=v["kafka_security_protocol"],
+        sasl_mechanism=v["kafka_sasl_mechanism"],
+        sasl_username=v["kafka_sasl_username"],
+        sasl_password=v["kafka_sasl_password"],
+        ssl_cafile=v["kafka_ssl_cafile"],
+        ssl_certfile=v["kafka_ssl_certfile"],
+        ssl_keyfile=v["kafka_ssl_keyfile"],
+        ssl_key_password=v["kafka_ssl_key_password"],
     )
     topics = [
         kafka.moments_topic,
@@ -360,14 +571,25 @@ def _build(v: dict[str, Any]) -> Settings:
         raise ConfigError(
             "HIGHLIGHT_MOMENTS_TOPIC, _RESULTS_TOPIC, _DLQ_TOPIC, _STATE_TOPIC and _REPARTITION_TOPIC must differ"
         )
+    _check_kafka_security(kafka)
+    api: str = v["live_api"]
     live = LiveSettings(
-        url=v["live_url"],
+        api=api,
+        url=v["live_url"] or DEFAULT_LIVE_URLS[api],
         appid=v["live_appid"],
         key=v["live_key"],
+        secret_id=v["secret_id"],
+        secret_key=v["secret_key"],
+        region=v["region"],
+        signature_method=v["signature_method"],
+        app_name=v["app_name"],
+        domain_name=v["domain_name"],
         timeout_seconds=v["live_timeout_seconds"],
         max_attempts=v["live_max_attempts"],
         retry_delay_seconds=v["live_retry_delay_seconds"],
         max_rps=v["live_max_rps"],
+        ca_file=v["live_ca_file"],
+        tls_verify=v["live_tls_verify"],
     )
     recorder = RecorderSettings(
         record_seconds=v["record_seconds"],
@@ -375,6 +597,7 @@ def _build(v: dict[str, Any]) -> Settings:
         max_event_age_seconds=v["max_event_age_seconds"],
         max_in_flight=v["max_in_flight"],
         drain_timeout_seconds=v["drain_timeout_seconds"],
+        max_moment_bytes=v["max_moment_bytes"],
     )
     return Settings(
         kafka=kafka,
@@ -384,3 +607,63 @@ def _build(v: dict[str, Any]) -> Settings:
         log_format=v["log_format"],
         log_level=v["log_level"],
     )
+
+
+def _names(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _ignored(given: list[str], protocol: str, lacks: str, instead: str) -> ConfigError:
+    one = len(given) == 1
+    return ConfigError(
+        f"{_names(given)} {'is' if one else 'are'} set but HIGHLIGHT_KAFKA_SECURITY_PROTOCOL={protocol} does not "
+        f"use {lacks}, so {'it' if one else 'they'} would be ignored; set HIGHLIGHT_KAFKA_SECURITY_PROTOCOL={instead}, "
+        f"or unset {'it' if one else 'them'}"
+    )
+
+
+def _check_kafka_security(kafka: KafkaSettings) -> None:
+    """Refuse combinations aiokafka would reject later, or would quietly ignore (and so not secure)."""
+    protocol = kafka.security_protocol
+    sasl = {
+        "HIGHLIGHT_KAFKA_SASL_MECHANISM": kafka.sasl_mechanism,
+        "HIGHLIGHT_KAFKA_SASL_USERNAME": kafka.sasl_username,
+        "HIGHLIGHT_KAFKA_SASL_PASSWORD": kafka.sasl_password,
+    }
+    if protocol in _SASL_PROTOCOLS:
+        missing = [name for name, value in sasl.items() if value is None]
+        if missing:
+            labels = [
+                f"{name} ({'|'.join(KAFKA_SASL_MECHANISMS)})" if name.endswith("_MECHANISM") else name
+                for name in missing
+            ]
+            without = "SSL" if protocol == "SASL_SSL" else "PLAINTEXT"
+            raise ConfigError(
+                f"HIGHLIGHT_KAFKA_SECURITY_PROTOCOL={protocol} needs {_names(labels)}; "
+                f"set {'it' if len(missing) == 1 else 'them'}, "
+                f"or set HIGHLIGHT_KAFKA_SECURITY_PROTOCOL={without} to connect without SASL"
+            )
+    else:
+        given = [name for name, value in sasl.items() if value is not None]
+        if given:
+            raise _ignored(given, protocol, "SASL", "SASL_SSL" if protocol == "SSL" else "SASL_PLAINTEXT or SASL_SSL")
+    tls = {
+        "HIGHLIGHT_KAFKA_SSL_CAFILE": kafka.ssl_cafile,
+        "HIGHLIGHT_KAFKA_SSL_CERTFILE": kafka.ssl_certfile,
+        "HIGHLIGHT_KAFKA_SSL_KEYFILE": kafka.ssl_keyfile,
+        "HIGHLIGHT_KAFKA_SSL_KEY_PASSWORD": kafka.ssl_key_password,
+    }
+    given = [name for name, value in tls.items() if value is not None]
+    if given and protocol not in _TLS_PROTOCOLS:
+        raise _ignored(given, protocol, "TLS", "SASL_SSL" if protocol == "SASL_PLAINTEXT" else "SSL")
+    if kafka.ssl_keyfile is not None and kafka.ssl_certfile is None:
+        raise ConfigError(
+            "HIGHLIGHT_KAFKA_SSL_KEYFILE is set without HIGHLIGHT_KAFKA_SSL_CERTFILE; set "
+            "HIGHLIGHT_KAFKA_SSL_CERTFILE to the client certificate of that key, or unset HIGHLIGHT_KAFKA_SSL_KEYFILE"
+        )
+    if kafka.ssl_key_password is not None and kafka.ssl_certfile is None:
+        raise ConfigError(
+            "HIGHLIGHT_KAFKA_SSL_KEY_PASSWORD is set without HIGHLIGHT_KAFKA_SSL_CERTFILE or "
+            "HIGHLIGHT_KAFKA_SSL_KEYFILE, so there is no key to unlock; set HIGHLIGHT_KAFKA_SSL_CERTFILE (and "
+            "HIGHLIGHT_KAFKA_SSL_KEYFILE if the key is separate), or unset HIGHLIGHT_KAFKA_SSL_KEY_PASSWORD"
+        )

@@ -38,6 +38,10 @@ class Entry:
     error_code: str | None = None
     error_message: str | None = None
     attempts: int = 0
+    # Which backend made the call, and its request id: answers from state name them like the first answer.
+    # Entries written before backends existed have none; only live_tape_start existed then.
+    api: str | None = None
+    request_id: str | None = None
 
 
 def encode_key(key: DedupKey) -> bytes:
@@ -54,7 +58,7 @@ def decode_key(raw: bytes) -> DedupKey:
 
 def encode_entry(entry: Entry) -> bytes:
     document: dict[str, Any] = {"phase": entry.phase.value, "event_id": entry.event_id}
-    for name in ("start_time", "end_time", "task_id", "error_code", "error_message"):
+    for name in ("start_time", "end_time", "task_id", "error_code", "error_message", "api", "request_id"):
         value = getattr(entry, name)
         if value is not None:
             document[name] = value
@@ -74,6 +78,8 @@ def decode_entry(raw: bytes) -> Entry:
         error_code=document.get("error_code"),
         error_message=document.get("error_message"),
         attempts=document.get("attempts", 0),
+        api=document.get("api"),
+        request_id=document.get("request_id"),
     )
 
 

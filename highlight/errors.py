@@ -24,11 +24,14 @@ class LiveError(HighlightError):
     """The Live API call did not start a recording."""
 
     code: str = "live_error"
+    # Tencent support asks for it; kept in results and logs whenever the API gave one.
+    request_id: str | None = None
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, request_id: str | None = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
+        self.request_id = request_id
 
     @property
     def message(self) -> str:
@@ -36,13 +39,17 @@ class LiveError(HighlightError):
 
 
 class LiveRefused(LiveError):
-    """The API answered and refused (`ret != 0`): nothing is recording."""
+    """The API answered and refused: nothing is recording.
 
-    def __init__(self, ret: int, message: str) -> None:
-        super().__init__(message, code=str(ret))
-        self.ret = ret
-        # 1202 is the documented frequency limit: the same request may succeed a little later.
-        self.retriable = ret == 1202
+    `retriable` when the same request may succeed a little later (a frequency limit, a replayed nonce); each
+    backend decides that from its own error table.
+    """
+
+    def __init__(
+        self, code: int | str, message: str, *, retriable: bool = False, request_id: str | None = None
+    ) -> None:
+        super().__init__(message, code=str(code), request_id=request_id)
+        self.retriable = retriable
 
 
 class LiveUnreachable(LiveError):
@@ -58,7 +65,7 @@ class LiveInDoubt(LiveError):
 class LiveAccessRefused(LiveError):
     """The API refused our appid, key, clock or endpoint address.
 
-    Not the moment's fault: the service must stop and keep the moment for the next start, not burn it.
+    Not the moment's fault: the service pauses and probes (`highlight.outage`) instead of burning the moment.
     """
 
 

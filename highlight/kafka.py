@@ -7,6 +7,7 @@ trust in `end_offsets()` (tansu undercounts it): reading "to the end" means reac
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,10 +19,11 @@ import aiokafka.errors
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
 from highlight.config import KafkaSettings
-from highlight.errors import BrokerError, BrokerUnavailable, TopicMisconfigured
+from highlight.errors import BrokerError, BrokerUnavailable, ConfigError, TopicMisconfigured
 
 log = structlog.get_logger("highlight.kafka")
 
@@ -46,6 +48,37 @@ class Record:
     @property
     def source(self) -> Partition:
         return Partition(self.topic, self.partition)
+
+
+def client_options(settings: KafkaSettings) -> dict[str, Any]:
+    """The security keyword arguments every aiokafka client gets: one place, so no client connects differently.
+
+    `load()` has already refused incomplete or contradictory combinations; a file that cannot be loaded into
+    the TLS context (not PEM, a wrong key password) is a `ConfigError` naming the settings.
+    """
+    options: dict[str, Any] = {"security_protocol": settings.security_protocol}
+    if settings.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        # aiokafka names the credentials `sasl_plain_*` for every mechanism, SCRAM included.
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        options["sasl_plain_password"] = settings.sasl_password.reveal() if settings.sasl_password else None
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        try:
+            # Verification and hostname checks on; no cafile means the system CAs.
+            options["ssl_context"] = create_ssl_context(
+                cafile=settings.ssl_cafile,
+                certfile=settings.ssl_certfile,
+                keyfile=settings.ssl_keyfile,
+                # Never None: OpenSSL would prompt on the terminal for an encrypted key; "" fails fast instead
+                # and is ignored for a key that is not encrypted.
+                password=settings.ssl_key_password.reveal() if settings.ssl_key_password else "",
+            )
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                "HIGHLIGHT_KAFKA_SSL_CAFILE/_CERTFILE/_KEYFILE/_KEY_PASSWORD could not be loaded into a TLS "
+                f"context ({exc}); check the files are PEM and the key password matches"
+            ) from None
+    return options
 
 
 def home_partition(channel_id: str, partitions: int) -> int:
@@ -94,7 +127,9 @@ async def prepare_topics(settings: KafkaSettings) -> int:
     The state and repartition topics must have exactly the moments topic's partition count: a channel's
     moments, its re-keyed moments and its dedup state all live at the same partition index.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id=CLIENT_ID)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, client_id=CLIENT_ID, **client_options(settings)
+    )
     async with broker_errors("admin connection"):
         await admin.start()
     try:
@@ -172,6 +207,7 @@ class Producer:
             # would only add its delay to every acknowledged write on a moment's path.
             linger_ms=0,
             max_batch_size=256 * 1024,
+            **client_options(settings),
         )
         self._started = False
 
@@ -255,6 +291,7 @@ class GroupConsumer:
             # the same member, which is what range assignment does for equal partition counts.
             partition_assignment_strategy=(RangePartitionAssignor,),
             isolation_level="read_uncommitted",
+            **client_options(settings),
         )
         self._started = False
 
@@ -297,6 +334,18 @@ class GroupConsumer:
         async with broker_errors("commit"):
             await self._consumer.commit({aiokafka.TopicPartition(*p): offset for p, offset in offsets.items()})
 
+    def highwater(self, partition: Partition) -> int | None:
+        """The partition's high-water mark as last seen in a fetch response; None before one, or if not assigned.
+
+        Lag must come from here: `end_offsets()` undercounts on tansu.
+        """
+        tp = aiokafka.TopicPartition(*partition)
+        # aiokafka asserts on an unassigned partition, and a rebalance can take one away between our calls.
+        if tp not in self._consumer.assignment():
+            return None
+        highwater: int | None = self._consumer.highwater(tp)
+        return highwater
+
     async def committed(self, partition: Partition) -> int | None:
         async with broker_errors("reading committed offset"):
             offset: int | None = await self._consumer.committed(aiokafka.TopicPartition(*partition))
@@ -327,6 +376,7 @@ class ChangelogReader:
             fetch_max_wait_ms=fetch_max_wait_ms,
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
+            **client_options(settings),
         )
         self._started = False
         self._lock = asyncio.Lock()

@@ -128,13 +128,17 @@ class KeyedRunner:
             lane.extend(keep)
         return dropped
 
+    def running(self, partitions: set[Partition] | None = None) -> list[Job]:
+        """Jobs started and not finished, of `partitions` (all if None)."""
+        return [j for j in self._running.values() if partitions is None or j.partition in partitions]
+
     async def drain(self, timeout: float, partitions: set[Partition] | None = None) -> list[Job]:  # noqa: ASYNC109 -- a bound, not a cancellation scope: overrunning jobs are cancelled one by one
         """Stop queued work of `partitions` (all if None), let running jobs finish for up to `timeout`
         seconds, then cancel the rest. Returns the running jobs that were abandoned."""
         self.discard_queued(partitions)
 
         def running() -> list[Job]:
-            return [j for j in self._running.values() if partitions is None or j.partition in partitions]
+            return self.running(partitions)
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

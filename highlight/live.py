@@ -1,34 +1,91 @@
-"""The Live API adapter: one signed GET per attempt, aiohttp errors mapped to our tree where they enter.
+"""The Live API adapter: one signed request per attempt, aiohttp errors mapped to our tree where they enter.
 
-Retry policy lives with the caller (the recorder); this module only knows whether a failure could have
-reached the API.
+Which API is called is the backend's business (`highlight.backend`); this module owns the HTTP session, TLS,
+the deadlines, and whether a failure could have reached the API. Retry policy lives with the caller.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import ssl
 from datetime import datetime
 from types import TracebackType
+from typing import TypeVar
 
 import aiohttp
 from yarl import URL
 
+from highlight.backend import Backend, Started
 from highlight.config import LiveSettings
-from highlight.errors import LiveInDoubt, LiveUnreachable
-from highlight.tape import TapeOptions, TapeWindow, parse_reply, query_string
+from highlight.errors import ConfigError, LiveInDoubt, LiveUnreachable
+from highlight.tape import TapeOptions, TapeWindow
+
+T = TypeVar("T")
 
 # A connect that has not completed in this long certainly sent nothing, so it is safe to retry.
 CONNECT_TIMEOUT_SECONDS = 3.0
+# aiohttp puts the URL in some messages; ours carry signatures in the query.
+_QUERY = re.compile(r"\?[^\s'\"<>]*")
+
+
+def backend_for(settings: LiveSettings) -> Backend:
+    """The backend HIGHLIGHT_LIVE_API names, built from its own settings (config checked they are there)."""
+    if settings.api == "create_record":
+        from highlight.create_record import CreateRecord
+
+        return CreateRecord(
+            url=settings.url,
+            secret_id=_need(settings.secret_id, "HIGHLIGHT_SECRET_ID", settings.api),
+            secret_key=_need(settings.secret_key, "HIGHLIGHT_SECRET_KEY", settings.api),
+            region=_need(settings.region, "HIGHLIGHT_REGION", settings.api),
+            signature_method=settings.signature_method,
+        )
+    if settings.api == "create_live_record":
+        from highlight.create_live_record import CreateLiveRecord
+
+        return CreateLiveRecord(
+            url=settings.url,
+            secret_id=_need(settings.secret_id, "HIGHLIGHT_SECRET_ID", settings.api),
+            secret_key=_need(settings.secret_key, "HIGHLIGHT_SECRET_KEY", settings.api),
+            app_name=settings.app_name,
+            domain_name=settings.domain_name,
+            region=settings.region,
+        )
+    from highlight.tape import LiveTapeStart
+
+    return LiveTapeStart(
+        url=settings.url,
+        appid=_need(settings.appid, "HIGHLIGHT_LIVE_APPID", settings.api),
+        key=_need(settings.key, "HIGHLIGHT_LIVE_KEY", settings.api),
+    )
+
+
+def _need(value: T | None, env: str, api: str) -> T:
+    # config.load already insists; settings built by hand (tests, the demo) get the same one-line message.
+    if value is None:
+        raise ConfigError(f"{env} is required when HIGHLIGHT_LIVE_API={api}")
+    return value
+
+
+def tls_for(settings: LiveSettings) -> ssl.SSLContext | bool:
+    """Certificates are verified unless an operator turned it off; a private CA bundle may be named."""
+    if not settings.tls_verify:
+        return False
+    try:
+        return ssl.create_default_context(cafile=settings.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"HIGHLIGHT_LIVE_CA_FILE {settings.ca_file!r} is not a usable CA bundle: {exc}") from None
 
 
 class LiveClient:
     """Owns one aiohttp session for the life of the service."""
 
-    def __init__(self, settings: LiveSettings, *, max_connections: int = 100) -> None:
+    def __init__(self, settings: LiveSettings, backend: Backend, *, max_connections: int = 100) -> None:
         self._settings = settings
+        self.backend = backend
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
-        self._base = URL(settings.url).with_query(None).with_fragment(None)
 
     async def __aenter__(self) -> LiveClient:
         timeout = aiohttp.ClientTimeout(
@@ -36,7 +93,7 @@ class LiveClient:
             connect=min(CONNECT_TIMEOUT_SECONDS, self._settings.timeout_seconds),
             sock_read=self._settings.timeout_seconds,
         )
-        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0)
+        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, ssl=tls_for(self._settings))
         session = aiohttp.ClientSession(timeout=timeout, connector=connector, raise_for_status=False)
         # aiohttp silently re-sends an idempotent GET once when the connection drops after sending. Here that
         # is exactly the retry-within-3-s the documents warn creates a second recording, so it is turned off.
@@ -54,24 +111,30 @@ class LiveClient:
         if session is not None:
             await session.close()
 
-    async def start(self, options: TapeOptions, window: TapeWindow, now: datetime) -> int:
-        """One Live_Tape_Start attempt; the task id, or a classified `LiveError`."""
+    async def start(self, options: TapeOptions, window: TapeWindow, now: datetime) -> Started:
+        """One attempt; the started task, or a classified `LiveError`."""
         if self._session is None:
             raise RuntimeError("LiveClient used outside its context")
-        query = query_string(self._settings.appid, self._settings.key.reveal(), options, window, now)
-        url = URL(f"{self._base}?{query}", encoded=True)
+        request = self.backend.request(options, window, now)
+        url = URL(request.url, encoded=True)
         # Hard deadline: sock_read restarts with every chunk, so a trickling server could hold us forever.
         deadline = CONNECT_TIMEOUT_SECONDS + self._settings.timeout_seconds
         try:
             async with asyncio.timeout(deadline):
-                async with self._session.get(url, allow_redirects=False) as response:
+                async with self._session.request(
+                    request.method,
+                    url,
+                    headers=dict(request.headers),
+                    data=request.body,
+                    allow_redirects=False,
+                ) as response:
                     body = await response.read()
                     status = response.status
         except aiohttp.ConnectionTimeoutError:
             raise LiveUnreachable("timed out connecting to the Live API", code="connect_timeout") from None
         except aiohttp.ClientConnectorError as exc:
-            # Refused, unreachable, DNS, TLS handshake: the request was never sent.
-            raise LiveUnreachable(f"cannot connect to the Live API: {exc}", code="connect_failed") from None
+            # Refused, unreachable, DNS, TLS handshake or certificate: the request was never sent.
+            raise LiveUnreachable(f"cannot connect to the Live API: {_clean(exc)}", code="connect_failed") from None
         except (aiohttp.SocketTimeoutError, TimeoutError):
             raise LiveInDoubt(f"no answer within {self._settings.timeout_seconds:g} s", code="read_timeout") from None
         except (
@@ -80,9 +143,11 @@ class LiveClient:
             aiohttp.ClientConnectionResetError,
             aiohttp.ClientPayloadError,
         ) as exc:
-            raise LiveInDoubt(
-                f"connection lost after sending: {exc or type(exc).__name__}", code="connection_lost"
-            ) from None
+            raise LiveInDoubt(f"connection lost after sending: {_clean(exc)}", code="connection_lost") from None
         except aiohttp.ClientError as exc:
-            raise LiveInDoubt(f"unexpected HTTP failure: {exc or type(exc).__name__}", code="http_error") from None
-        return parse_reply(status, body)
+            raise LiveInDoubt(f"unexpected HTTP failure: {_clean(exc)}", code="http_error") from None
+        return self.backend.parse(status, body)
+
+
+def _clean(exc: BaseException) -> str:
+    return _QUERY.sub("?…", str(exc)) or type(exc).__name__

@@ -1,43 +1,131 @@
-"""Prometheus instruments, one registry per service so several can live in one process (tests, demo)."""
+"""Prometheus instruments, one registry per service so several can live in one process (tests, demo).
+
+Names follow the Prometheus conventions: a `highlight_` prefix, `_total` on counters, base units as suffixes.
+Label values are small closed sets, never ids, so the series count stays bounded.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import platform
+import time
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from highlight import __version__
+
+# `_created` samples double every counter's series for a timestamp no dashboard here uses.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
+
+OUTCOMES = ("started", "duplicate", "failed", "expired", "in_doubt", "dead_letter")
+CALL_RESULTS = ("started", "refused", "rate_limited", "unreachable", "in_doubt", "credentials")
+OUTAGE_REASONS = ("credentials", "unreachable")
+
+LagSource = Callable[[], Iterable[tuple[str, int, int]]]
+
+
+class _LagCollector(Collector):
+    """Lag is read at scrape time: high-water marks move with every fetch, commits every second."""
+
+    def __init__(self) -> None:
+        self.source: LagSource | None = None
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "highlight_consumer_lag",
+            "High-water mark minus committed offset, per owned partition.",
+            labels=["topic", "partition"],
+        )
+        if self.source is not None:
+            for topic, partition, lag in self.source():
+                family.add_metric([topic, str(partition)], lag)
+        yield family
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, api: str = "live_tape_start") -> None:
+        self.api = api
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.results = Counter("highlight_results_total", "Results published, by status.", ["status"], registry=r)
+        Info("highlight_build", "The running version and recording backend.", registry=r).info(
+            {"version": __version__, "api": api, "python": platform.python_version()}
+        )
+        self.moments = Counter("highlight_moments_total", "Moments consumed, by outcome.", ["outcome"], registry=r)
         self.dead_letters = Counter(
             "highlight_dead_letters_total",
-            "Malformed moments sent to the dead-letter topic.",
+            "Malformed moments sent to the dead-letter topic, by reason.",
             ["reason"],
             registry=r,
         )
         self.repartitioned = Counter(
-            "highlight_repartitioned_total",
-            "Moments re-keyed by channel through the repartition topic.",
+            "highlight_moments_repartitioned_total",
+            "Moments re-keyed to their channel's home partition through the repartition topic.",
             registry=r,
         )
         self.calls = Counter(
-            "highlight_live_calls_total", "Live_Tape_Start attempts, by outcome.", ["outcome"], registry=r
+            "highlight_live_calls_total", "Live API attempts, by result class.", ["api", "result"], registry=r
         )
         self.call_seconds = Histogram(
-            "highlight_live_call_seconds",
-            "Latency of one Live_Tape_Start attempt.",
+            "highlight_live_call_duration_seconds",
+            "Latency of one Live API attempt.",
+            ["api"],
             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5, 10, 15),
             registry=r,
         )
-        self.in_flight = Gauge("highlight_in_flight", "Moments fetched and not yet finished.", registry=r)
-        self.paused = Gauge("highlight_consumer_paused", "1 while the in-flight bound pauses fetching.", registry=r)
-        self.state_entries = Gauge("highlight_state_entries", "Dedup entries held in memory.", registry=r)
+        self.retries = Counter(
+            "highlight_live_retries_total",
+            "Attempts repeated after a retriable failure, by the failure's class.",
+            ["api", "reason"],
+            registry=r,
+        )
+        self.live_available = Gauge(
+            "highlight_live_available",
+            "0 while paused because the API refuses our credentials or is unreachable past the retry budget.",
+            registry=r,
+        )
+        self.live_available.set(1)
+        self.outages = Counter(
+            "highlight_live_outages_total", "Live API outages entered, by reason.", ["reason"], registry=r
+        )
+        self._last_success = time.monotonic()
+        Gauge(
+            "highlight_live_last_success_age_seconds",
+            "Seconds since the last successful Live API call (since start while there has been none).",
+            registry=r,
+        ).set_function(lambda: time.monotonic() - self._last_success)
+        self.in_flight = Gauge("highlight_in_flight_moments", "Moments fetched and not yet answered.", registry=r)
+        self.paused = Gauge(
+            "highlight_consumer_paused", "1 while fetching is paused (in-flight bound or outage).", registry=r
+        )
+        self._lag = _LagCollector()
+        r.register(self._lag)
+        self.assigned = Gauge("highlight_assigned_partitions", "Input partitions owned by this instance.", registry=r)
+        self.state_entries = Gauge("highlight_dedup_state_entries", "Dedup entries held in memory.", registry=r)
         self.restore_seconds = Histogram(
             "highlight_state_restore_seconds",
             "Time to restore dedup state after an assignment.",
             buckets=(0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60),
             registry=r,
         )
-        self.assigned = Gauge("highlight_assigned_partitions", "Input partitions owned by this instance.", registry=r)
         self.commits = Counter("highlight_commits_total", "Offset commits.", registry=r)
+        self.commit_failures = Counter(
+            "highlight_commit_failures_total",
+            "Failed offset commits (retried; their moments are answered again from state).",
+            registry=r,
+        )
+        self.ready = Gauge("highlight_ready", "1 when /readyz answers 200.", registry=r)
+        # Pre-create the label sets an alert or dashboard expects, so a rate() has a zero to start from.
+        for outcome in OUTCOMES:
+            self.moments.labels(outcome)
+        for result in CALL_RESULTS:
+            self.calls.labels(api, result)
+        for reason in OUTAGE_REASONS:
+            self.outages.labels(reason)
+
+    def call_succeeded(self) -> None:
+        self._last_success = time.monotonic()
+
+    def watch_lag(self, source: LagSource) -> None:
+        self._lag.source = source

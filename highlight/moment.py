@@ -82,10 +82,17 @@ def parse_rfc3339(text: str) -> datetime:
     return datetime(year, month, day, int(match["h"]), int(match["m"]), int(match["s"]), micro, tzinfo=tz)
 
 
-def parse_moment(value: bytes | None) -> Moment:
-    """Validate in the documented order: bytes, UTF-8, JSON, object, schema, then the meaning of the fields."""
+def parse_moment(value: bytes | None, *, max_bytes: int | None = None) -> Moment:
+    """Validate in the documented order: size, bytes, UTF-8, JSON, object, schema, then the meaning of the fields.
+
+    The size is checked before anything is decoded, so an oversized record costs nothing to refuse.
+    """
     if value is None:
         raise InvalidMoment("empty_value", "the record has no value (a tombstone is not a moment)")
+    if max_bytes is not None and len(value) > max_bytes:
+        raise InvalidMoment(
+            "too_large", f"value is {len(value)} bytes, above HIGHLIGHT_MAX_MOMENT_BYTES ({max_bytes}); not parsed"
+        )
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -127,8 +134,10 @@ def _describe(exc: schemas.ValidationError) -> str:
     name, rule = exc.name, exc.rule
     if rule == "pattern" and name == "data.occurred_at":
         return "data.occurred_at must be RFC 3339 with an offset, e.g. 2024-05-01T20:15:00+08:00"
+    if rule == "pattern" and name == "data.domain":
+        return "data.domain must be a host name (letters, digits, dots and dashes)"
     if rule == "pattern":
-        return f"{name} must not be blank"
+        return f"{name} must not be blank or contain control characters"
     if name in ("data", "data.record_type") and "record_type" in str(exc.message):
         return "file_format aac needs record_type audio (the API records aac only as audio)"
     return str(exc.message)

@@ -22,7 +22,7 @@ class OpsServer:
         port: int,
         *,
         host: str = "0.0.0.0",  # noqa: S104 -- probes and scrapers come from outside the container
-        ready: Callable[[], bool],
+        ready: Callable[[], tuple[bool, str]],
         last_poll: Callable[[], float],
     ) -> None:
         self._metrics = metrics
@@ -66,6 +66,7 @@ class OpsServer:
         return web.Response(text="ok\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        if self._ready():
+        ready, reason = self._ready()
+        if ready:
             return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready: joining the group or restoring state\n")
+        return web.Response(status=503, text=f"not ready: {reason}\n")

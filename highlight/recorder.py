@@ -7,21 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import structlog
 from aiolimiter import AsyncLimiter
+from structlog.typing import FilteringBoundLogger
 
+from highlight.backend import Started
 from highlight.config import Settings
 from highlight.dedup import DedupKey, Entry, Phase, Verdict, decide
-from highlight.errors import LiveAccessRefused, LiveError, LiveInDoubt
+from highlight.errors import LiveAccessRefused, LiveError, LiveInDoubt, LiveUnreachable
 from highlight.kafka import Producer, Record, home_partition
 from highlight.live import LiveClient
 from highlight.metrics import Metrics
 from highlight.moment import InvalidMoment, Moment, parse_moment
+from highlight.outage import LiveGate
 from highlight.results import dead_letter_headers, encode_result, result_document
 from highlight.state import StateStore
 from highlight.tape import window_at
@@ -52,9 +55,9 @@ class Recorder:
         live: LiveClient,
         state: StateStore,
         limiter: AsyncLimiter,
+        gate: LiveGate,
         metrics: Metrics,
         clock: Callable[[], datetime],
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._settings = settings
         self._kafka = settings.kafka
@@ -64,16 +67,17 @@ class Recorder:
         self._live = live
         self._state = state
         self._limiter = limiter
+        self._gate = gate
+        self._api = live.backend.name
         self._metrics = metrics
         self._clock = clock
-        self._sleep = sleep
 
     def route(self, record: Record) -> Routed:
         """Parse now (cheap, and it decides the lane), do the rest in the lane."""
         # Dead letters and forwards need no order: a lane of their own lets them run concurrently.
         unordered = f"\0{record.topic}:{record.partition}:{record.offset}"
         try:
-            moment = parse_moment(record.value)
+            moment = parse_moment(record.value, max_bytes=self._rec.max_moment_bytes)
         except InvalidMoment as invalid:
             error = invalid  # `invalid` is unbound when the except block ends; the lambda runs later
             return Routed(unordered, lambda: self._dead_letter(record, error))
@@ -87,6 +91,7 @@ class Recorder:
         headers = dead_letter_headers(error, record.topic, record.partition, record.offset, record.headers)
         await self._producer.send(self._kafka.dlq_topic, record.value, key=record.key, headers=headers)
         self._metrics.dead_letters.labels(error.reason).inc()
+        self._metrics.moments.labels("dead_letter").inc()
         log.warning(
             "moment_dead_lettered",
             topic=record.topic,
@@ -117,7 +122,7 @@ class Recorder:
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
-            channel=moment.channel_id,
+            channel_id=moment.channel_id,
             event_id=moment.event_id,
             home=home,
         )
@@ -126,109 +131,146 @@ class Recorder:
         started = time.perf_counter()
         bucket = moment.bucket(self._rec.bucket_seconds)
         key: DedupKey = (moment.channel_id, bucket)
+        mlog = log.bind(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            channel_id=moment.channel_id,
+            event_id=moment.event_id,
+        )
         decision = decide(moment, self._state.get(index, key), self._clock(), self._rec.max_event_age_seconds)
         entry: Entry | None
         if decision.verdict is Verdict.CALL:
-            entry = await self._call(moment, index, key)
+            entry = await self._call(moment, index, key, mlog)
             status = entry.phase.value
         else:
             entry, status = decision.entry, decision.status or "expired"
         document = result_document(moment, bucket, self._rec.bucket_seconds, status, entry, self._clock())
         await self._producer.send(self._kafka.results_topic, encode_result(document), key=moment.channel_id.encode())
-        self._metrics.results.labels(status).inc()
-        log.info(
+        self._metrics.moments.labels(status).inc()
+        # The one canonical line per moment: everything an on-call engineer needs to find it again.
+        mlog.info(
             "moment_recorded" if status == "started" else "moment_answered",
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            channel=moment.channel_id,
-            event_id=moment.event_id,
             bucket=bucket,
             status=status,
             task_id=document.get("task_id"),
             attempts=document.get("attempts"),
+            api=document.get("api"),
+            request_id=document.get("request_id"),
             error=document.get("error"),
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            latency_ms=round((time.perf_counter() - started) * 1000, 1),
         )
 
-    async def _call(self, moment: Moment, index: int, key: DedupKey) -> Entry:
+    async def _call(self, moment: Moment, index: int, key: DedupKey, mlog: FilteringBoundLogger) -> Entry:
         """At most one recording per key: an acknowledged intent before every attempt, the outcome after.
 
-        Cancelled while waiting (rate limit, backoff), nothing is outstanding: the intent is withdrawn and the
-        moment stays uncommitted for the next owner. Cancelled mid-request, the intent stays: in_doubt.
+        Cancelled while waiting (rate limit, backoff, an outage), nothing is outstanding: the intent is withdrawn
+        and the moment stays uncommitted for the next owner. Cancelled mid-request, the intent stays: in_doubt.
+        While the API refuses our credentials or stays unreachable past the retry budget, the moment waits at
+        the gate instead of failing; the state meanwhile holds what it held before this moment.
         """
         previous = self._state.get(index, key)
         options = moment.tape_options(self._rec.record_seconds)
-        attempts = self._settings.live.max_attempts
-        entry: Entry | None = None
-        error: LiveError | None = None
+        live = self._settings.live
+        budget = live.max_attempts
+        tries = 0
+        last_try: float | None = None
         written = False
-        for attempt in range(1, attempts + 1):
+        while True:
             sending = False
+            outcome: Started | LiveError
             try:
-                if attempt > 1:
-                    await self._sleep(self._settings.live.retry_delay_seconds)
-                async with self._limiter:
-                    pass
-                now = self._clock()
-                window = window_at(now, options.record_seconds)
-                intent = Entry(Phase.INTENT, moment.event_id, window.start_time, window.end_time, attempts=attempt)
-                written = True  # from here on, the log may hold the intent even if the put is cancelled
-                await self._state.put(index, key, intent)
-                log.debug("live_call_sending", channel=moment.channel_id, event_id=moment.event_id, attempt=attempt)
-                sending = True
-                call_started = time.perf_counter()
-                try:
-                    task_id = await self._live.start(options, window, now)
-                finally:
-                    self._metrics.call_seconds.observe(time.perf_counter() - call_started)
-                sending = False
+                # Never two attempts of one moment closer than the retry delay: that can record twice.
+                not_before = None if last_try is None else last_try + live.retry_delay_seconds
+                async with self._gate.attempt(not_before=not_before) as attempt:
+                    async with self._limiter:
+                        pass
+                    now = self._clock()
+                    window = window_at(now, options.record_seconds)
+                    tries += 1
+                    budget -= 1
+                    intent = Entry(
+                        Phase.INTENT, moment.event_id, window.start_time, window.end_time, attempts=tries, api=self._api
+                    )
+                    written = True  # from here on, the log may hold the intent even if the put is cancelled
+                    await self._state.put(index, key, intent)
+                    mlog.debug("live_call_sending", attempt=tries)
+                    sending = True
+                    last_try = time.monotonic()
+                    try:
+                        outcome = await self._live.start(options, window, now)
+                    except LiveError as exc:
+                        outcome = exc
+                    finally:
+                        self._metrics.call_seconds.labels(self._api).observe(time.monotonic() - last_try)
+                    sending = False
+                    unavailable = _unavailable(outcome, budget, self._gate.available)
+                    if isinstance(outcome, LiveError) and unavailable is not None:
+                        attempt.unavailable(unavailable, outcome)
+                    elif not isinstance(outcome, LiveUnreachable):
+                        attempt.reached()
             except asyncio.CancelledError:
                 if written and not sending:
                     await _withdraw(self._state, index, key, previous)
                 raise
-            except LiveAccessRefused:
-                # Not this moment's fault: put the key back as it was and let the service stop.
-                self._metrics.calls.labels("access_refused").inc()
-                await self._state.put(index, key, previous)
-                raise
-            except LiveError as exc:
-                self._metrics.calls.labels(exc.code).inc()
-                error = exc
-                entry = Entry(
-                    Phase.IN_DOUBT if isinstance(exc, LiveInDoubt) else Phase.FAILED,
-                    moment.event_id,
-                    window.start_time,
-                    window.end_time,
-                    error_code=exc.code,
-                    error_message=exc.message,
-                    attempts=attempt,
-                )
-                if exc.retriable and attempt < attempts:
-                    log.info(
-                        "live_call_retrying",
-                        channel=moment.channel_id,
-                        event_id=moment.event_id,
-                        attempt=attempt,
-                        code=exc.code,
-                        error=exc.message,
-                    )
-                    continue
-                break
-            else:
-                self._metrics.calls.labels("started").inc()
+            self._metrics.calls.labels(self._api, _result_class(outcome)).inc()
+            if isinstance(outcome, Started):
+                self._metrics.call_succeeded()
                 entry = Entry(
                     Phase.STARTED,
                     moment.event_id,
                     window.start_time,
                     window.end_time,
-                    task_id=str(task_id),
-                    attempts=attempt,
+                    task_id=str(outcome.task_id),
+                    attempts=tries,
+                    api=self._api,
+                    request_id=outcome.request_id,
                 )
                 break
-        assert entry is not None, error  # noqa: S101 -- the loop runs at least once
+            if unavailable is not None:
+                # Not this moment's fault: put the key back as it was, wait for the API, then a fresh budget.
+                await self._state.put(index, key, previous)
+                budget = live.max_attempts
+                continue
+            if outcome.retriable and budget > 0:
+                self._metrics.retries.labels(self._api, _result_class(outcome)).inc()
+                mlog.info("live_call_retrying", attempt=tries, code=outcome.code, error=outcome.message)
+                continue
+            entry = Entry(
+                Phase.IN_DOUBT if isinstance(outcome, LiveInDoubt) else Phase.FAILED,
+                moment.event_id,
+                window.start_time,
+                window.end_time,
+                error_code=outcome.code,
+                error_message=outcome.message,
+                attempts=tries,
+                api=self._api,
+                request_id=outcome.request_id,
+            )
+            break
         await self._state.put(index, key, entry)
         return entry
+
+
+def _unavailable(outcome: Started | LiveError, budget: int, available: bool) -> str | None:
+    """Whether this outcome shows the API unusable for every moment, not just this one."""
+    if isinstance(outcome, LiveAccessRefused):
+        return "credentials"
+    if isinstance(outcome, LiveUnreachable) and (budget <= 0 or not available):
+        return "unreachable"
+    return None
+
+
+def _result_class(outcome: Started | LiveError) -> str:
+    if isinstance(outcome, Started):
+        return "started"
+    if isinstance(outcome, LiveAccessRefused):
+        return "credentials"
+    if isinstance(outcome, LiveUnreachable):
+        return "unreachable"
+    if isinstance(outcome, LiveInDoubt):
+        return "in_doubt"
+    return "rate_limited" if outcome.retriable else "refused"
 
 
 async def _withdraw(state: StateStore, index: int, key: DedupKey, previous: Entry | None) -> None:

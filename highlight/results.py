@@ -13,6 +13,8 @@ from highlight.dedup import IN_DOUBT_MESSAGE, Entry
 from highlight.moment import InvalidMoment, Moment
 
 STATUSES = ("started", "duplicate", "failed", "expired", "in_doubt")
+# The only backend before HIGHLIGHT_LIVE_API existed: what an entry without `api` was made by.
+LEGACY_API = "live_tape_start"
 
 
 def result_document(
@@ -32,6 +34,9 @@ def result_document(
         if entry.start_time is not None and entry.end_time is not None:
             document["start_time"] = entry.start_time
             document["end_time"] = entry.end_time
+        document["api"] = entry.api or LEGACY_API
+        if entry.request_id is not None:
+            document["request_id"] = entry.request_id
         if status in ("started", "duplicate") and entry.task_id is not None:
             document["task_id"] = entry.task_id
         if status == "duplicate":

@@ -29,9 +29,10 @@ from highlight.kafka import (
     prepare_topics,
 )
 from highlight.lanes import Job, KeyedRunner, OffsetTracker
-from highlight.live import LiveClient
+from highlight.live import LiveClient, backend_for
 from highlight.metrics import Metrics
 from highlight.ops import OpsServer
+from highlight.outage import LiveGate
 from highlight.recorder import Recorder
 from highlight.state import StateStore
 from highlight.tape import now_utc
@@ -47,7 +48,7 @@ EXPIRY_INTERVAL_SECONDS = 60.0
 class Service(RebalanceHandler):
     def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = now_utc) -> None:
         self.settings = settings
-        self.metrics = Metrics()
+        self.metrics = Metrics(settings.live.api)
         self._clock = clock
         self._stack = AsyncExitStack()
         self._stopping = asyncio.Event()
@@ -61,6 +62,8 @@ class Service(RebalanceHandler):
         self._room = asyncio.Event()  # set whenever in-flight work shrinks
         self._paused = False
         self._ready = False
+        self._gate = LiveGate(on_change=self._live_availability, on_outage=self._live_outage)
+        self._committed: dict[Partition, int] = {}
         self._last_poll = time.monotonic()
         self._last_commit = 0.0
         self._entered = False
@@ -88,7 +91,11 @@ class Service(RebalanceHandler):
                 clock=lambda: self._clock().timestamp(),
             )
             live = await stack.enter_async_context(
-                LiveClient(self.settings.live, max_connections=self.settings.recorder.max_in_flight)
+                LiveClient(
+                    self.settings.live,
+                    backend_for(self.settings.live),
+                    max_connections=self.settings.recorder.max_in_flight,
+                )
             )
             self._recorder = Recorder(
                 self.settings,
@@ -97,6 +104,7 @@ class Service(RebalanceHandler):
                 live=live,
                 state=self._state,
                 limiter=AsyncLimiter(self.settings.live.max_rps, 1.0),
+                gate=self._gate,
                 metrics=self.metrics,
                 clock=self._clock,
             )
@@ -104,12 +112,16 @@ class Service(RebalanceHandler):
                 ops = OpsServer(
                     self.metrics,
                     self.settings.metrics_port,
-                    ready=lambda: self._ready,
+                    ready=self._readiness,
                     last_poll=lambda: self._last_poll,
                 )
                 await stack.enter_async_context(ops)
                 self.ops_port = ops.port
             self._consumer = GroupConsumer(kafka, [kafka.moments_topic, kafka.repartition_topic], self)
+            self.metrics.watch_lag(self._lag)
+            # Read at scrape time: exact, and nothing to keep in step on the hot path.
+            self.metrics.in_flight.set_function(self._tracker.in_flight)
+            self.metrics.state_entries.set_function(self._state.entries)
             # Closed before the producer: the group must not hand our partitions on while results are unsent.
             stack.push_async_callback(self._consumer.stop)
             await self._consumer.start()
@@ -124,6 +136,7 @@ class Service(RebalanceHandler):
             partitions=self.partitions,
             group_id=kafka.group_id,
             group_instance_id=kafka.group_instance_id,
+            api=self.settings.live.api,
             live_url=self.settings.live.url,
             ops_port=self.ops_port,
         )
@@ -138,6 +151,8 @@ class Service(RebalanceHandler):
         """Safe from a signal handler; idempotent."""
         self._stopping.set()
         self._room.set()
+        # Moments waiting out an outage made no call: let them go now rather than hold the drain.
+        self._gate.release_waiting()
 
     async def stop(self) -> None:
         """Idempotent: close the consumer (leaving the group), flush and close the producer, the HTTP client."""
@@ -151,7 +166,36 @@ class Service(RebalanceHandler):
 
     @property
     def ready(self) -> bool:
-        return self._ready
+        return self._readiness()[0]
+
+    def _readiness(self) -> tuple[bool, str]:
+        if not self._ready:
+            return False, "joining the group or restoring state"
+        if not self._gate.available:
+            return False, "the Live API refuses our credentials or is unreachable; consumption paused"
+        return True, "ready"
+
+    def _live_availability(self, available: bool) -> None:
+        self.metrics.live_available.set(1 if available else 0)
+        self.metrics.ready.set(1 if self.ready else 0)
+        self._room.set()  # the loop pauses or resumes fetching at once
+
+    def _live_outage(self, reason: str) -> None:
+        self.metrics.outages.labels(reason).inc()
+
+    def _set_ready(self, ready: bool) -> None:
+        self._ready = ready
+        self.metrics.ready.set(1 if self.ready else 0)
+
+    def _lag(self) -> list[tuple[str, int, int]]:
+        """Per owned partition: the high-water mark seen in fetches minus our last committed offset."""
+        lags = []
+        for partition in sorted(self._active):
+            highwater = self._consumer.highwater(partition)
+            committed = self._committed.get(partition)
+            if highwater is not None and committed is not None:
+                lags.append((partition.topic, partition.partition, max(0, highwater - committed)))
+        return lags
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -184,11 +228,12 @@ class Service(RebalanceHandler):
         resume_at = limit - max(1, limit // 8)
         while not self._stopping.is_set():
             in_flight = self._tracker.in_flight()
-            if in_flight >= limit or (self._paused and in_flight > resume_at):
+            outage = not self._gate.available
+            if outage or in_flight >= limit or (self._paused and in_flight > resume_at):
                 self._set_paused(True)
                 # Wake as soon as moments finish: a poll of paused partitions would sleep its whole timeout.
                 await self._room_below(resume_at, POLL_TIMEOUT_MS / 1000)
-            if self._paused and self._tracker.in_flight() <= resume_at:
+            if self._paused and self._gate.available and self._tracker.in_flight() <= resume_at:
                 self._set_paused(False)
             capacity = limit - self._tracker.in_flight()
             # Paused, this poll returns at once and empty; it still shows the group we are alive.
@@ -200,12 +245,13 @@ class Service(RebalanceHandler):
                     # Being handed over (the next owner fetches it) or not restored yet (fetch it again later).
                     rewind.setdefault(record.source, record.offset)
                     continue
+                # Where we started, until the first commit: lag is measured from a known position.
+                self._committed.setdefault(record.source, record.offset)
                 routed = self._recorder.route(record)
                 self._tracker.track(record.source, record.offset)
                 self._runner.submit(routed.lane, Job(record.source, record.offset, routed.run))
             if rewind:
                 self._consumer.rewind(rewind)
-            self.metrics.in_flight.set(self._tracker.in_flight())
             await self._commit()
 
     def _set_paused(self, paused: bool) -> None:
@@ -226,7 +272,10 @@ class Service(RebalanceHandler):
     async def _room_below(self, threshold: int, timeout: float) -> None:  # noqa: ASYNC109 -- a poll interval
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                while self._tracker.in_flight() > threshold and not self._stopping.is_set():
+                # During an outage nothing is fetched: sleep until the gate reopens (it sets `_room`).
+                while (
+                    self._tracker.in_flight() > threshold or not self._gate.available
+                ) and not self._stopping.is_set():
                     self._room.clear()
                     await self._room.wait()
 
@@ -261,9 +310,11 @@ class Service(RebalanceHandler):
                     await self._consumer.commit(offsets)
             except (HighlightError, TimeoutError) as exc:
                 # Not fatal: the offsets stay uncommitted and their moments are answered again from state.
+                self.metrics.commit_failures.inc()
                 log.warning("commit_failed", error=str(exc) or "timed out")
                 return
             self._tracker.committed(offsets)
+            self._committed.update(offsets)
             self.metrics.commits.inc()
             log.debug("offsets_committed", offsets={f"{p.topic}/{p.partition}": o for p, o in offsets.items()})
 
@@ -271,7 +322,6 @@ class Service(RebalanceHandler):
         while True:
             await asyncio.sleep(EXPIRY_INTERVAL_SECONDS)
             expired = await self._state.expire()
-            self.metrics.state_entries.set(self._state.entries())
             if expired:
                 log.info("state_expired", entries=expired)
 
@@ -281,12 +331,16 @@ class Service(RebalanceHandler):
         """Drain first, then commit, then let go: committing before draining would double-send."""
         if not revoked:
             return
-        self._ready = False
+        self._set_ready(False)
         self._active -= revoked
         try:
+            # Moments of these partitions waiting out an outage made no call: the next owner takes them.
+            self._gate.release_waiting({job.task for job in self._runner.running(revoked) if job.task is not None})
             abandoned = await self._runner.drain(self.settings.recorder.drain_timeout_seconds, revoked)
             await self._commit(force=True)
             self._tracker.forget(revoked)
+            for partition in revoked:
+                self._committed.pop(partition, None)
             self._room.set()
             self._state.release({p.partition for p in revoked}, keep=not abandoned and self._fatal is None)
             log.info(
@@ -314,9 +368,13 @@ class Service(RebalanceHandler):
         if not self._paused:
             self._consumer.resume(assigned)
         self.metrics.assigned.set(len(assigned))
-        self.metrics.state_entries.set(self._state.entries())
         self.metrics.restore_seconds.observe(report.seconds)
-        self._ready = True
+        for partition in assigned:
+            with contextlib.suppress(HighlightError):  # lag shows from the first commit or fetch instead
+                committed = await self._consumer.committed(partition)
+                if committed is not None:
+                    self._committed[partition] = committed
+        self._set_ready(True)
         log.info(
             "partitions_assigned",
             partitions=sorted(f"{p.topic}/{p.partition}" for p in assigned),

@@ -9,13 +9,16 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote_plus, urlencode
+from urllib.parse import quote_plus, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 import orjson
 
+from highlight.backend import HttpRequest, Started
+from highlight.config import Secret
 from highlight.errors import LiveAccessRefused, LiveInDoubt, LiveRefused, LiveUnreachable
 
+API_NAME = "live_tape_start"
 INTERFACE = "Live_Tape_Start"
 CST = ZoneInfo("Asia/Shanghai")
 CST_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -115,6 +118,24 @@ def query_string(appid: str, key: str, options: TapeOptions, window: TapeWindow,
     return urlencode(params, quote_via=quote_plus)
 
 
+class LiveTapeStart:
+    """The default backend: a signed GET to the legacy fcgi `common_access` endpoint."""
+
+    name = API_NAME
+
+    def __init__(self, *, url: str, appid: str, key: Secret) -> None:
+        parts = urlsplit(url)
+        self._base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        self._appid = appid
+        self._key = key
+
+    def request(self, options: TapeOptions, window: TapeWindow, now: datetime) -> HttpRequest:
+        return HttpRequest("GET", f"{self._base}?{query_string(self._appid, self._key.reveal(), options, window, now)}")
+
+    def parse(self, status: int, body: bytes) -> Started:
+        return Started(parse_reply(status, body))
+
+
 def now_utc() -> datetime:
     return datetime.now(UTC)
 
@@ -144,7 +165,8 @@ def parse_reply(status: int, body: bytes) -> int:
     message = str(reply.get("message") or reply.get("errmsg") or "")
     if ret != 0:
         _raise_if_access_refused(message)
-        raise LiveRefused(ret, message or f"ret {ret}")
+        # 1202 is the documented frequency limit: the same request may succeed a little later.
+        raise LiveRefused(ret, message or f"ret {ret}", retriable=ret == RET_FREQUENCY_LIMIT)
     output = reply.get("output")
     task_id = output.get("task_id") if isinstance(output, dict) else None
     parsed = _parse_task_id(task_id)

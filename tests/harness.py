@@ -24,6 +24,13 @@ from highlight.service import Service
 
 APPID = "1234"
 KEY = "test-secret-key-5d41402abc4b2a76"
+# Cloud API credentials (create_record, create_live_record); every test instance carries all of them, and
+# HIGHLIGHT_LIVE_API (the `live_api=` override) picks the backend.
+SECRET_ID = "AKIDtestsecretid0123456789"
+SECRET_KEY = "test-cloud-secret-key-9f8e7d6c5b4a"
+REGION = "gz"
+DOMAIN = "play.example.com"
+APIS = ("live_tape_start", "create_record", "create_live_record")
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,10 @@ def service_env(bootstrap: str, names: Names, live_url: str, **overrides: Any) -
         "HIGHLIGHT_LIVE_URL": live_url,
         "HIGHLIGHT_LIVE_APPID": APPID,
         "HIGHLIGHT_LIVE_KEY": KEY,
+        "HIGHLIGHT_SECRET_ID": SECRET_ID,
+        "HIGHLIGHT_SECRET_KEY": SECRET_KEY,
+        "HIGHLIGHT_REGION": REGION,
+        "HIGHLIGHT_DOMAIN_NAME": DOMAIN,
         # tansu holds every JoinGroup for about half the session timeout.
         "HIGHLIGHT_KAFKA_SESSION_TIMEOUT_MS": "6000",
         # tansu answers a fetch only when its wait expires.

@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from highlight import config
-from highlight.config import ENV_DEFAULTS, Secret, Settings
+from highlight.config import DEFAULT_LIVE_URLS, ENV_DEFAULTS, LIVE_APIS, Secret, Settings
 from highlight.errors import ConfigError
 
 REQUIRED = {"HIGHLIGHT_LIVE_APPID": "1234", "HIGHLIGHT_LIVE_KEY": "s3cr3t-live-key"}
@@ -26,9 +28,28 @@ DOCUMENTED_DEFAULTS: dict[str, str | None] = {
     "HIGHLIGHT_GROUP_ID": "highlight-recorder",
     "HIGHLIGHT_STATE_TOPIC": "highlight.recorder.state",
     "HIGHLIGHT_REPARTITION_TOPIC": None,
-    "HIGHLIGHT_LIVE_URL": "http://fcgi.video.qcloud.com/common_access",
+    "HIGHLIGHT_LIVE_API": "live_tape_start",
+    # No table default: it follows HIGHLIGHT_LIVE_API (DEFAULT_LIVE_URLS).
+    "HIGHLIGHT_LIVE_URL": None,
     "HIGHLIGHT_LIVE_APPID": None,
     "HIGHLIGHT_LIVE_KEY": None,
+    "HIGHLIGHT_SECRET_ID": None,
+    "HIGHLIGHT_SECRET_KEY": None,
+    "HIGHLIGHT_REGION": None,
+    "HIGHLIGHT_SIGNATURE_METHOD": "HmacSHA1",
+    "HIGHLIGHT_APP_NAME": "live",
+    "HIGHLIGHT_DOMAIN_NAME": None,
+    "HIGHLIGHT_MAX_MOMENT_BYTES": "65536",
+    "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
+    "HIGHLIGHT_KAFKA_SASL_MECHANISM": None,
+    "HIGHLIGHT_KAFKA_SASL_USERNAME": None,
+    "HIGHLIGHT_KAFKA_SASL_PASSWORD": None,
+    "HIGHLIGHT_KAFKA_SSL_CAFILE": None,
+    "HIGHLIGHT_KAFKA_SSL_CERTFILE": None,
+    "HIGHLIGHT_KAFKA_SSL_KEYFILE": None,
+    "HIGHLIGHT_KAFKA_SSL_KEY_PASSWORD": None,
+    "HIGHLIGHT_LIVE_CA_FILE": None,
+    "HIGHLIGHT_LIVE_TLS_VERIFY": "true",
     "HIGHLIGHT_RECORD_SECONDS": "300",
     "HIGHLIGHT_BUCKET_SECONDS": "300",
     "HIGHLIGHT_MAX_EVENT_AGE_SECONDS": "120",
@@ -64,6 +85,12 @@ def _error(environ: dict[str, str], flags: argparse.Namespace | None = None) -> 
     return str(caught.value)
 
 
+def _file(directory: Path, name: str, content: str = "-----BEGIN CERTIFICATE-----\n") -> str:
+    path = directory / name
+    path.write_text(content)
+    return str(path)
+
+
 # --- defaults -------------------------------------------------------------------------------------
 
 
@@ -85,15 +112,32 @@ def test_defaults_are_what_load_returns_with_only_the_required_settings() -> Non
         auto_offset_reset="earliest",
         session_timeout_ms=10_000,
         fetch_max_wait_ms=500,
+        security_protocol="PLAINTEXT",
+        sasl_mechanism=None,
+        sasl_username=None,
+        sasl_password=None,
+        ssl_cafile=None,
+        ssl_certfile=None,
+        ssl_keyfile=None,
+        ssl_key_password=None,
     )
     assert settings.live == config.LiveSettings(
+        api="live_tape_start",
         url="http://fcgi.video.qcloud.com/common_access",
         appid="1234",
         key=Secret("s3cr3t-live-key"),
+        secret_id=None,
+        secret_key=None,
+        region=None,
+        signature_method="HmacSHA1",
+        app_name="live",
+        domain_name=None,
         timeout_seconds=10.0,
         max_attempts=3,
         retry_delay_seconds=3.0,
         max_rps=20.0,
+        ca_file=None,
+        tls_verify=True,
     )
     assert settings.recorder == config.RecorderSettings(
         record_seconds=300,
@@ -101,6 +145,7 @@ def test_defaults_are_what_load_returns_with_only_the_required_settings() -> Non
         max_event_age_seconds=120,
         max_in_flight=256,
         drain_timeout_seconds=20.0,
+        max_moment_bytes=65536,
     )
     assert (settings.metrics_port, settings.log_format, settings.log_level) == (9108, "auto", "info")
 
@@ -121,7 +166,38 @@ def test_repartition_topic_defaults_to_the_group_id_dot_repartition() -> None:
     assert _load(HIGHLIGHT_REPARTITION_TOPIC="mine").kafka.repartition_topic == "mine"
 
 
-def test_every_setting_is_read_from_its_environment_variable() -> None:
+def test_live_settings_keep_the_documented_field_order() -> None:
+    # Other modules are written against these names; a rename must fail here first.
+    assert [f.name for f in dataclasses.fields(config.LiveSettings)] == [
+        "api",
+        "url",
+        "appid",
+        "key",
+        "secret_id",
+        "secret_key",
+        "region",
+        "signature_method",
+        "app_name",
+        "domain_name",
+        "timeout_seconds",
+        "max_attempts",
+        "retry_delay_seconds",
+        "max_rps",
+        "ca_file",
+        "tls_verify",
+    ]
+
+
+# Passed as a dict: keyword arguments named *_KEY or *_PASSWORD read as hard-coded passwords to ruff.
+CREDENTIALS = {
+    "HIGHLIGHT_SECRET_ID": "AKIDexample",
+    "HIGHLIGHT_SECRET_KEY": "tencent-secret-key",
+    "HIGHLIGHT_KAFKA_SASL_PASSWORD": "sasl-pw",
+}
+
+
+def test_every_setting_is_read_from_its_environment_variable(tmp_path: Path) -> None:
+    ca_file = _file(tmp_path, "live-ca.pem")
     settings = _load(
         HIGHLIGHT_KAFKA_BOOTSTRAP_SERVERS="k1:9092,k2:9092",
         HIGHLIGHT_MOMENTS_TOPIC="m",
@@ -147,6 +223,18 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
         HIGHLIGHT_DRAIN_TIMEOUT_SECONDS="0.1",
         HIGHLIGHT_LOG_FORMAT="json",
         HIGHLIGHT_LOG_LEVEL="DEBUG",
+        HIGHLIGHT_LIVE_API="Live_Tape_Start",
+        HIGHLIGHT_REGION="gz",
+        HIGHLIGHT_SIGNATURE_METHOD="hmacsha256",
+        HIGHLIGHT_APP_NAME="app",
+        HIGHLIGHT_DOMAIN_NAME="push.example.com",
+        HIGHLIGHT_LIVE_CA_FILE=ca_file,
+        HIGHLIGHT_LIVE_TLS_VERIFY="off",
+        HIGHLIGHT_MAX_MOMENT_BYTES="1024",
+        HIGHLIGHT_KAFKA_SECURITY_PROTOCOL="sasl_plaintext",
+        HIGHLIGHT_KAFKA_SASL_MECHANISM="scram-sha-256",
+        HIGHLIGHT_KAFKA_SASL_USERNAME="alice",
+        **CREDENTIALS,
     )
     kafka, live, rec = settings.kafka, settings.live, settings.recorder
     assert kafka.bootstrap_servers == "k1:9092,k2:9092"
@@ -155,6 +243,17 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
     assert (kafka.auto_offset_reset, kafka.session_timeout_ms, kafka.fetch_max_wait_ms) == ("latest", 6000, 50)
     assert kafka.group_instance_id == "pod-0"
     assert live.url == "https://live.example.com/common_access"
+    assert (live.api, live.secret_id, live.secret_key, live.region) == (
+        "live_tape_start",
+        "AKIDexample",
+        Secret("tencent-secret-key"),
+        "gz",
+    )
+    assert (live.signature_method, live.app_name, live.domain_name) == ("HmacSHA256", "app", "push.example.com")
+    assert (live.ca_file, live.tls_verify) == (ca_file, False)
+    assert rec.max_moment_bytes == 1024
+    assert (kafka.security_protocol, kafka.sasl_mechanism) == ("SASL_PLAINTEXT", "SCRAM-SHA-256")
+    assert (kafka.sasl_username, kafka.sasl_password) == ("alice", Secret("sasl-pw"))
     assert (live.timeout_seconds, live.max_attempts, live.retry_delay_seconds, live.max_rps) == (3.5, 10, 3.0, 0.5)
     assert (rec.record_seconds, rec.bucket_seconds, rec.max_event_age_seconds) == (600, 60, 0)
     assert (rec.max_in_flight, rec.drain_timeout_seconds) == (1, 0.1)
@@ -167,7 +266,8 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
 @pytest.mark.parametrize("missing", ["HIGHLIGHT_LIVE_APPID", "HIGHLIGHT_LIVE_KEY"])
 def test_missing_required_setting_is_a_config_error_naming_it(missing: str) -> None:
     environ = {name: value for name, value in REQUIRED.items() if name != missing}
-    assert missing in _error(environ)
+    flag = "--" + missing.removeprefix("HIGHLIGHT_").lower().replace("_", "-")
+    assert _error(environ) == f"{missing} is required when HIGHLIGHT_LIVE_API=live_tape_start (or pass {flag})"
 
 
 @pytest.mark.parametrize("missing", ["HIGHLIGHT_LIVE_APPID", "HIGHLIGHT_LIVE_KEY"])
@@ -218,6 +318,22 @@ def test_blank_required_setting_is_a_config_error_naming_it(missing: str, blank:
         ("HIGHLIGHT_LOG_LEVEL", "trace"),
         ("HIGHLIGHT_MOMENTS_TOPIC", "  "),
         ("HIGHLIGHT_GROUP_ID", ""),
+        ("HIGHLIGHT_LIVE_API", "live"),
+        ("HIGHLIGHT_LIVE_API", "create-record"),
+        ("HIGHLIGHT_LIVE_API", ""),
+        ("HIGHLIGHT_SIGNATURE_METHOD", "HmacMD5"),
+        ("HIGHLIGHT_SIGNATURE_METHOD", "sha256"),
+        ("HIGHLIGHT_APP_NAME", " "),
+        ("HIGHLIGHT_MAX_MOMENT_BYTES", "0"),
+        ("HIGHLIGHT_MAX_MOMENT_BYTES", "16777217"),
+        ("HIGHLIGHT_MAX_MOMENT_BYTES", "64k"),
+        ("HIGHLIGHT_KAFKA_SECURITY_PROTOCOL", "TLS"),
+        ("HIGHLIGHT_KAFKA_SECURITY_PROTOCOL", "SASL"),
+        ("HIGHLIGHT_KAFKA_SASL_MECHANISM", "GSSAPI"),
+        ("HIGHLIGHT_KAFKA_SASL_MECHANISM", "SCRAM-SHA-1"),
+        ("HIGHLIGHT_LIVE_TLS_VERIFY", "maybe"),
+        ("HIGHLIGHT_LIVE_TLS_VERIFY", ""),
+        ("HIGHLIGHT_LIVE_TLS_VERIFY", "2"),
     ],
 )
 def test_invalid_value_is_a_config_error_naming_the_setting(name: str, value: str) -> None:
@@ -291,7 +407,7 @@ def test_flags_override_the_environment() -> None:
     environ = {**REQUIRED, "HIGHLIGHT_RECORD_SECONDS": "600", "HIGHLIGHT_MOMENTS_TOPIC": "from-env"}
     settings = config.load(environ, flags)
     assert settings.live.appid == "999"
-    assert settings.live.key.reveal() == "flag-key"
+    assert settings.live.key == Secret("flag-key")
     assert settings.recorder.record_seconds == 900
     assert settings.kafka.moments_topic == "from-flag"
     assert settings.kafka.auto_offset_reset == "latest"
@@ -306,7 +422,7 @@ def test_unset_flags_let_the_environment_show_through() -> None:
 
 def test_flags_can_supply_the_required_settings() -> None:
     settings = config.load({}, _flags("--live-appid", "77", "--live-key", "k"))
-    assert (settings.live.appid, settings.live.key.reveal()) == ("77", "k")
+    assert (settings.live.appid, settings.live.key) == ("77", Secret("k"))
 
 
 def test_every_setting_has_one_flag() -> None:
@@ -327,6 +443,7 @@ def test_the_key_is_masked_in_repr_and_str_of_the_settings() -> None:
     assert "s3cr3t-live-key" not in repr(settings.live.key)
     assert "s3cr3t-live-key" not in str(settings.live.key)
     assert "s3cr3t-live-key" not in f"{settings.live.key}"
+    assert settings.live.key is not None
     assert settings.live.key.reveal() == "s3cr3t-live-key"
 
 
@@ -378,3 +495,478 @@ def test_run_help_lists_every_environment_variable(tmp_path: Path) -> None:
     assert missing == []
     for setting in config.SETTINGS:
         assert setting.flag in result.stdout
+
+
+def test_run_for_create_record_with_an_empty_environment_names_the_first_missing_setting(tmp_path: Path) -> None:
+    result = _run_cli(tmp_path, "run", "--live-api", "create_record")
+    assert result.returncode != 0
+    assert result.stderr.splitlines() == [
+        "highlight: error: HIGHLIGHT_SECRET_ID is required when HIGHLIGHT_LIVE_API=create_record (or pass --secret-id)"
+    ]
+
+
+# --- the Live API backends ------------------------------------------------------------------------
+
+# Exactly what each backend needs, and nothing of the other backends.
+BACKEND_REQUIRED: dict[str, dict[str, str]] = {
+    "live_tape_start": {"HIGHLIGHT_LIVE_APPID": "1234", "HIGHLIGHT_LIVE_KEY": "s3cr3t-live-key"},
+    "create_record": {
+        "HIGHLIGHT_LIVE_API": "create_record",
+        "HIGHLIGHT_SECRET_ID": "AKIDexample",
+        "HIGHLIGHT_SECRET_KEY": "tencent-secret-key",
+        "HIGHLIGHT_REGION": "gz",
+    },
+    "create_live_record": {
+        "HIGHLIGHT_LIVE_API": "create_live_record",
+        "HIGHLIGHT_SECRET_ID": "AKIDexample",
+        "HIGHLIGHT_SECRET_KEY": "tencent-secret-key",
+        "HIGHLIGHT_DOMAIN_NAME": "push.example.com",
+    },
+}
+
+
+def test_the_live_apis_and_their_default_urls() -> None:
+    assert LIVE_APIS == ("live_tape_start", "create_record", "create_live_record")
+    assert DEFAULT_LIVE_URLS == {
+        "live_tape_start": "http://fcgi.video.qcloud.com/common_access",
+        "create_record": "https://live.api.qcloud.com/v2/index.php",
+        "create_live_record": "https://live.tencentcloudapi.com/",
+    }
+
+
+@pytest.mark.parametrize("api", LIVE_APIS)
+def test_each_backend_starts_with_only_its_own_settings(api: str) -> None:
+    live = config.load(BACKEND_REQUIRED[api]).live
+    assert live.api == api
+    assert live.url == DEFAULT_LIVE_URLS[api]
+
+
+def test_create_live_record_starts_without_appid_key_or_region() -> None:
+    live = config.load(BACKEND_REQUIRED["create_live_record"]).live
+    assert (live.appid, live.key, live.region) == (None, None, None)
+    assert (live.secret_id, live.domain_name, live.app_name) == ("AKIDexample", "push.example.com", "live")
+    assert live.secret_key == Secret("tencent-secret-key")
+
+
+def test_create_record_starts_without_appid_key_or_domain() -> None:
+    live = config.load(BACKEND_REQUIRED["create_record"]).live
+    assert (live.appid, live.key, live.domain_name) == (None, None, None)
+    assert (live.region, live.signature_method) == ("gz", "HmacSHA1")
+
+
+def test_live_tape_start_starts_without_the_cloud_api_settings() -> None:
+    live = config.load(BACKEND_REQUIRED["live_tape_start"]).live
+    assert (live.secret_id, live.secret_key, live.region, live.domain_name) == (None, None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("api", "missing"),
+    [(api, name) for api, required in BACKEND_REQUIRED.items() for name in required if name != "HIGHLIGHT_LIVE_API"],
+)
+@pytest.mark.parametrize("how", ["absent", "blank"])
+def test_each_missing_per_api_setting_is_one_line_naming_it_the_api_and_the_flag(
+    api: str, missing: str, how: str
+) -> None:
+    environ = dict(BACKEND_REQUIRED[api])
+    if how == "absent":
+        del environ[missing]
+    else:
+        environ[missing] = "  "
+    flag = "--" + missing.removeprefix("HIGHLIGHT_").lower().replace("_", "-")
+    message = _error(environ)
+    assert message == f"{missing} is required when HIGHLIGHT_LIVE_API={api} (or pass {flag})"
+    assert "\n" not in message
+
+
+def test_the_per_api_requirement_follows_an_api_given_as_a_flag() -> None:
+    message = _error(BACKEND_REQUIRED["live_tape_start"], _flags("--live-api", "create_live_record"))
+    assert message == "HIGHLIGHT_SECRET_ID is required when HIGHLIGHT_LIVE_API=create_live_record (or pass --secret-id)"
+
+
+def test_the_region_is_optional_for_create_live_record() -> None:
+    live = config.load({**BACKEND_REQUIRED["create_live_record"], "HIGHLIGHT_REGION": "ap-guangzhou"}).live
+    assert live.region == "ap-guangzhou"
+
+
+@pytest.mark.parametrize("api", LIVE_APIS)
+def test_an_explicit_live_url_wins_over_the_api_default(api: str) -> None:
+    environ = {**BACKEND_REQUIRED[api], "HIGHLIGHT_LIVE_URL": "http://127.0.0.1:8080/x"}
+    assert config.load(environ).live.url == "http://127.0.0.1:8080/x"
+
+
+def test_a_blank_live_url_means_the_api_default() -> None:
+    environ = {**BACKEND_REQUIRED["create_record"], "HIGHLIGHT_LIVE_URL": " "}
+    assert config.load(environ).live.url == DEFAULT_LIVE_URLS["create_record"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "api"),
+    [
+        ("create_record", "create_record"),
+        ("CREATE_LIVE_RECORD", "create_live_record"),
+        (" Live_Tape_Start ", "live_tape_start"),
+    ],
+)
+def test_the_api_is_read_in_any_case(raw: str, api: str) -> None:
+    environ = {**BACKEND_REQUIRED[api], "HIGHLIGHT_LIVE_API": raw}
+    assert config.load(environ).live.api == api
+
+
+@pytest.mark.parametrize(("raw", "method"), [("HMACSHA1", "HmacSHA1"), ("hmacsha256", "HmacSHA256")])
+def test_the_signature_method_keeps_its_documented_spelling(raw: str, method: str) -> None:
+    assert _load(HIGHLIGHT_SIGNATURE_METHOD=raw).live.signature_method == method
+
+
+def test_help_says_which_api_needs_which_setting() -> None:
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    assert "HIGHLIGHT_LIVE_APPID; required when HIGHLIGHT_LIVE_API=live_tape_start]" in text
+    assert "HIGHLIGHT_SECRET_ID; required when HIGHLIGHT_LIVE_API=create_record or create_live_record]" in text
+    assert "HIGHLIGHT_REGION; required when HIGHLIGHT_LIVE_API=create_record]" in text
+    assert "HIGHLIGHT_DOMAIN_NAME; required when HIGHLIGHT_LIVE_API=create_live_record]" in text
+    assert "; required]" not in text
+    for url in DEFAULT_LIVE_URLS.values():
+        assert url in text
+    assert "testing only" in text
+
+
+def test_every_per_api_requirement_names_a_known_api() -> None:
+    for setting in config.SETTINGS:
+        assert set(setting.required_by) <= set(LIVE_APIS), setting.env
+    with pytest.raises(ValueError, match="unknown Live APIs"):
+        config.Setting("HIGHLIGHT_X", None, "x", required_by=("live_tape_stop",))
+
+
+# --- bools, sizes and files -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("On", True),
+        (" true ", True),
+        ("false", False),
+        ("False", False),
+        ("0", False),
+        ("no", False),
+        ("OFF", False),
+    ],
+)
+def test_tls_verify_reads_the_usual_spellings_of_a_bool(raw: str, value: bool) -> None:
+    assert _load(HIGHLIGHT_LIVE_TLS_VERIFY=raw).live.tls_verify is value
+
+
+@given(st.text(max_size=8))
+def test_tls_verify_accepts_exactly_the_bool_words(raw: str) -> None:
+    known = {"true", "1", "yes", "on", "false", "0", "no", "off"}
+    if raw.strip().lower() in known:
+        assert _load(HIGHLIGHT_LIVE_TLS_VERIFY=raw).live.tls_verify is (
+            raw.strip().lower() in {"true", "1", "yes", "on"}
+        )
+    else:
+        assert "HIGHLIGHT_LIVE_TLS_VERIFY" in _error({**REQUIRED, "HIGHLIGHT_LIVE_TLS_VERIFY": raw})
+
+
+@given(st.sampled_from(config.KAFKA_SASL_MECHANISMS + config.KAFKA_SECURITY_PROTOCOLS), st.data())
+def test_choices_are_read_in_any_case_and_stored_canonically(choice: str, data: st.DataObject) -> None:
+    upper = data.draw(st.lists(st.booleans(), min_size=len(choice), max_size=len(choice)))
+    mixed = "".join(c.upper() if up else c.lower() for c, up in zip(choice, upper, strict=True))
+    assert config._choice(*config.KAFKA_SASL_MECHANISMS, *config.KAFKA_SECURITY_PROTOCOLS)(mixed) == choice
+
+
+def test_a_non_ascii_look_alike_is_not_a_choice() -> None:
+    # U+212A KELVIN SIGN lower()s to an ASCII k.
+    assert "HIGHLIGHT_LOG_LEVEL" in _error({**REQUIRED, "HIGHLIGHT_LOG_LEVEL": "\u212a"})
+    with pytest.raises(ValueError, match="must be one of"):
+        config._choice("k")("\u212a")
+
+
+@pytest.mark.parametrize(("raw", "value"), [("1", 1), ("16777216", 16 * 1024 * 1024), (" 4096 ", 4096)])
+def test_max_moment_bytes_accepts_1_to_16_mib(raw: str, value: int) -> None:
+    assert _load(HIGHLIGHT_MAX_MOMENT_BYTES=raw).recorder.max_moment_bytes == value
+
+
+FILE_SETTINGS = [
+    "HIGHLIGHT_KAFKA_SSL_CAFILE",
+    "HIGHLIGHT_KAFKA_SSL_CERTFILE",
+    "HIGHLIGHT_KAFKA_SSL_KEYFILE",
+    "HIGHLIGHT_LIVE_CA_FILE",
+]
+
+
+def _with_tls(environ: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """Make the Kafka file settings legal to combine, so only the file check itself can fail."""
+    return {
+        **environ,
+        "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "HIGHLIGHT_KAFKA_SSL_CERTFILE": environ.get("HIGHLIGHT_KAFKA_SSL_CERTFILE", _file(tmp_path, "cert.pem")),
+    }
+
+
+@pytest.mark.parametrize("name", FILE_SETTINGS)
+def test_a_file_setting_keeps_the_path_of_a_readable_file(name: str, tmp_path: Path) -> None:
+    path = _file(tmp_path, "given.pem")
+    settings = config.load(_with_tls({**REQUIRED, name: f" {path} "}, tmp_path))
+    stored = {
+        "HIGHLIGHT_KAFKA_SSL_CAFILE": settings.kafka.ssl_cafile,
+        "HIGHLIGHT_KAFKA_SSL_CERTFILE": settings.kafka.ssl_certfile,
+        "HIGHLIGHT_KAFKA_SSL_KEYFILE": settings.kafka.ssl_keyfile,
+        "HIGHLIGHT_LIVE_CA_FILE": settings.live.ca_file,
+    }
+    assert stored[name] == path
+
+
+@pytest.mark.parametrize("name", FILE_SETTINGS)
+@pytest.mark.parametrize(("target", "reason"), [("missing.pem", "does not exist"), (".", "not a regular file")])
+def test_a_file_setting_that_is_not_a_readable_file_is_a_config_error_naming_it(
+    name: str, target: str, reason: str, tmp_path: Path
+) -> None:
+    path = str(tmp_path / target)
+    message = _error(_with_tls({**REQUIRED, name: path}, tmp_path))
+    assert message.startswith(f"{name} must name a readable file")
+    assert reason in message
+    assert "\n" not in message
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any file")
+@pytest.mark.parametrize("name", FILE_SETTINGS)
+def test_an_unreadable_file_is_a_config_error_naming_the_setting(name: str, tmp_path: Path) -> None:
+    path = tmp_path / "locked.pem"
+    path.write_text("x")
+    path.chmod(0)
+    message = _error(_with_tls({**REQUIRED, name: str(path)}, tmp_path))
+    assert message.startswith(f"{name} must name a readable file")
+    assert "cannot be read" in message
+
+
+def test_a_file_flag_error_names_the_flag(tmp_path: Path) -> None:
+    message = _error(REQUIRED, _flags("--live-ca-file", str(tmp_path / "nope.pem")))
+    assert message.startswith("--live-ca-file must name a readable file")
+
+
+# --- Kafka security -------------------------------------------------------------------------------
+
+SASL = {
+    "HIGHLIGHT_KAFKA_SASL_MECHANISM": "PLAIN",
+    "HIGHLIGHT_KAFKA_SASL_USERNAME": "alice",
+    "HIGHLIGHT_KAFKA_SASL_PASSWORD": "sasl-s3cr3t",
+}
+FILE = "<file>"  # replaced by a readable file in the test
+
+
+def _kafka_environ(overrides: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    files = {
+        name: _file(tmp_path, f"{name.lower()}.pem") if value == FILE else value for name, value in overrides.items()
+    }
+    return {**REQUIRED, **files}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({}, id="plaintext"),
+        pytest.param({"HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "SSL"}, id="ssl-system-cas"),
+        pytest.param(
+            {
+                "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "ssl",
+                "HIGHLIGHT_KAFKA_SSL_CAFILE": FILE,
+                "HIGHLIGHT_KAFKA_SSL_CERTFILE": FILE,
+                "HIGHLIGHT_KAFKA_SSL_KEYFILE": FILE,
+                "HIGHLIGHT_KAFKA_SSL_KEY_PASSWORD": "key-s3cr3t",
+            },
+            id="ssl-mutual",
+        ),
+        pytest.param(
+            {"HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "SSL", "HIGHLIGHT_KAFKA_SSL_CERTFILE": FILE},
+            id="ssl-cert-holding-its-key",
+        ),
+        pytest.param(
+            {
+                "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "SSL",
+                "HIGHLIGHT_KAFKA_SSL_CERTFILE": FILE,
+                "HIGHLIGHT_KAFKA_SSL_KEY_PASSWORD": "key-s3cr3t",
+            },
+            id="ssl-cert-holding-an-encrypted-key",
+        ),
+        pytest.param({"HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", **SASL}, id="sasl-plaintext"),
+        pytest.param(
+            {
+                "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                **SASL,
+                "HIGHLIGHT_KAFKA_SASL_MECHANISM": "scram-sha-512",
+                "HIGHLIGHT_KAFKA_SSL_CAFILE": FILE,
+            },
+            id="sasl-ssl-scram",
+        ),
+    ],
+)
+def test_valid_kafka_security_combinations_load(overrides: dict[str, str], tmp_path: Path) -> None:
+    kafka = config.load(_kafka_environ(overrides, tmp_path)).kafka
+    assert kafka.security_protocol in config.KAFKA_SECURITY_PROTOCOLS
+
+
+NEEDS_MECHANISM = "HIGHLIGHT_KAFKA_SASL_MECHANISM (PLAIN|SCRAM-SHA-256|SCRAM-SHA-512)"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        pytest.param(
+            {"HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
+            f"HIGHLIGHT_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs {NEEDS_MECHANISM}, HIGHLIGHT_KAFKA_SASL_USERNAME and "
+            "HIGHLIGHT_KAFKA_SASL_PASSWORD; set them, or set HIGHLIGHT_KAFKA_SECURITY_PROTOCOL=SSL to connect "
+            "without SASL",
+            id="sasl-without-anything",
+        ),
+        pytest.param(
+            {
+                "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                "HIGHLIGHT_KAFKA_SASL_USERNAME": "alice",
+                "HIGHLIGHT_KAFKA_SASL_PASSWORD": "sasl-s3cr3t",
+            },
+            f"HIGHLIGHT_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs {NEEDS_MECHANISM}; set it, or set "
+            "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL=SSL to connect without SASL",
+            id="sasl-without-mechanism",
+        ),
+        pytest.param(
+            {
+                "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "HIGHLIGHT_KAFKA_SASL_MECHANISM": "PLAIN",
+                "HIGHLIGHT_KAFKA_SASL_PASSWORD": "sasl-s3cr3t",
+            },
+            "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT needs HIGHLIGHT_KAFKA_SASL_USERNAME; set it, or set "
+            "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL=PLAINTEXT to connect without SASL",
+            id="sasl-without-username",
+        ),
+        pytest.param(
+            {
+                "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "HIGHLIGHT_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+                "HIGHLIGHT_KAFKA_SASL_USERNAME": "alice",
+            },
+            "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT needs HIGHLIGHT_KAFKA_SASL_PASSWORD; set it, or set "
+            "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL=PLAINTEXT to connect without SASL",
+            id="sasl-without-password",
+        ),
+        pytest.param(
+            {"HIGHLIGHT_KAFKA_SASL_USERNAME": "alice", "HIGHLIGHT_KAFKA_SASL_PASSWORD": "sasl-s3cr3t"},
+            "HIGHLIGHT_KAFKA_SASL_USERNAME and HIGHLIGHT_KAFKA_SASL_PASSWORD are set but "
+            "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL=PLAINTEXT does not use SASL, so they would be ignored; set "
+            "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT or SASL_SSL, or unset them",
+            id="sasl-credentials-with-plaintext",
+        ),
+        pytest.param(
+            {"HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "SSL", "HIGHLIGHT_KAFKA_SASL_MECHANISM": "PLAIN"},
+            "HIGHLIGHT_KAFKA_SASL_MECHANISM is set but HIGHLIGHT_KAFKA_SECURITY_PROTOCOL=SSL does not use SASL, so "
+            "it would be ignored; set HIGHLIGHT_KAFKA_SECURITY_PROTOCOL=SASL_SSL, or unset it",
+            id="sasl-mechanism-with-ssl",
+        ),
+        pytest.param(
+            {"HIGHLIGHT_KAFKA_SSL_CAFILE": FILE},
+            "HIGHLIGHT_KAFKA_SSL_CAFILE is set but HIGHLIGHT_KAFKA_SECURITY_PROTOCOL=PLAINTEXT does not use TLS, so "
+            "it would be ignored; set HIGHLIGHT_KAFKA_SECURITY_PROTOCOL=SSL, or unset it",
+            id="cafile-with-plaintext",
+        ),
+        pytest.param(
+            {"HIGHLIGHT_KAFKA_SSL_KEY_PASSWORD": "key-s3cr3t"},
+            "HIGHLIGHT_KAFKA_SSL_KEY_PASSWORD is set but HIGHLIGHT_KAFKA_SECURITY_PROTOCOL=PLAINTEXT does not use "
+            "TLS, so it would be ignored; set HIGHLIGHT_KAFKA_SECURITY_PROTOCOL=SSL, or unset it",
+            id="key-password-with-plaintext",
+        ),
+        pytest.param(
+            {
+                "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                **SASL,
+                "HIGHLIGHT_KAFKA_SSL_CERTFILE": FILE,
+                "HIGHLIGHT_KAFKA_SSL_KEYFILE": FILE,
+            },
+            "HIGHLIGHT_KAFKA_SSL_CERTFILE and HIGHLIGHT_KAFKA_SSL_KEYFILE are set but "
+            "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT does not use TLS, so they would be ignored; set "
+            "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL=SASL_SSL, or unset them",
+            id="client-cert-with-sasl-plaintext",
+        ),
+        pytest.param(
+            {"HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "SSL", "HIGHLIGHT_KAFKA_SSL_KEYFILE": FILE},
+            "HIGHLIGHT_KAFKA_SSL_KEYFILE is set without HIGHLIGHT_KAFKA_SSL_CERTFILE; set "
+            "HIGHLIGHT_KAFKA_SSL_CERTFILE to the client certificate of that key, or unset HIGHLIGHT_KAFKA_SSL_KEYFILE",
+            id="key-without-cert",
+        ),
+        pytest.param(
+            {
+                "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                **SASL,
+                "HIGHLIGHT_KAFKA_SSL_CAFILE": FILE,
+                "HIGHLIGHT_KAFKA_SSL_KEY_PASSWORD": "key-s3cr3t",
+            },
+            "HIGHLIGHT_KAFKA_SSL_KEY_PASSWORD is set without HIGHLIGHT_KAFKA_SSL_CERTFILE or "
+            "HIGHLIGHT_KAFKA_SSL_KEYFILE, so there is no key to unlock; set HIGHLIGHT_KAFKA_SSL_CERTFILE (and "
+            "HIGHLIGHT_KAFKA_SSL_KEYFILE if the key is separate), or unset HIGHLIGHT_KAFKA_SSL_KEY_PASSWORD",
+            id="key-password-without-cert",
+        ),
+    ],
+)
+def test_invalid_kafka_security_combinations_are_one_clear_line(
+    overrides: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    got = _error(_kafka_environ(overrides, tmp_path))
+    assert got == message
+    assert "\n" not in got
+    for secret in ("sasl-s3cr3t", "key-s3cr3t"):
+        assert secret not in got
+
+
+# --- no secret reaches a repr ---------------------------------------------------------------------
+
+SECRET_VALUES = {
+    "HIGHLIGHT_LIVE_KEY": "s3cr3t-live-key",
+    "HIGHLIGHT_SECRET_KEY": "s3cr3t-cloud-key",
+    "HIGHLIGHT_KAFKA_SASL_PASSWORD": "s3cr3t-sasl-password",
+    "HIGHLIGHT_KAFKA_SSL_KEY_PASSWORD": "s3cr3t-ssl-key-password",
+}
+
+
+def test_the_secret_settings_are_exactly_the_secrets() -> None:
+    assert {s.env for s in config.SETTINGS if s.secret} == set(SECRET_VALUES)
+
+
+def test_no_secret_value_reaches_the_repr_or_str_of_the_settings(tmp_path: Path) -> None:
+    settings = config.load(
+        {
+            **REQUIRED,
+            **SECRET_VALUES,
+            "HIGHLIGHT_SECRET_ID": "AKIDexample",
+            "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "HIGHLIGHT_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "HIGHLIGHT_KAFKA_SASL_USERNAME": "alice",
+            "HIGHLIGHT_KAFKA_SSL_CERTFILE": _file(tmp_path, "cert.pem"),
+        }
+    )
+    texts = [repr(settings), str(settings), repr(settings.kafka), str(settings.kafka), repr(settings.live)]
+    for text in texts:
+        for value in SECRET_VALUES.values():
+            assert value not in text
+    assert repr(settings).count("********") == len(SECRET_VALUES)
+    assert settings.live.secret_key is not None
+    assert settings.live.secret_key.reveal() == "s3cr3t-cloud-key"
+    assert settings.kafka.sasl_password is not None
+    assert settings.kafka.sasl_password.reveal() == "s3cr3t-sasl-password"
+    assert settings.kafka.ssl_key_password is not None
+    assert settings.kafka.ssl_key_password.reveal() == "s3cr3t-ssl-key-password"
+
+
+def test_secrets_given_as_flags_are_masked_too() -> None:
+    flags = _flags("--secret-key", "flag-cloud-key", "--kafka-sasl-password", "flag-sasl-pw")
+    environ = {
+        **BACKEND_REQUIRED["create_record"],
+        "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "HIGHLIGHT_KAFKA_SASL_MECHANISM": "PLAIN",
+        "HIGHLIGHT_KAFKA_SASL_USERNAME": "alice",
+    }
+    text = repr(config.load(environ, flags))
+    assert "flag-cloud-key" not in text
+    assert "flag-sasl-pw" not in text

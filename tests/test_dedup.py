@@ -43,6 +43,8 @@ entries = st.builds(
     error_code=optional_texts,
     error_message=optional_texts,
     attempts=st.integers(0, 1000),
+    api=st.none() | st.sampled_from(["live_tape_start", "create_record", "create_live_record"]),
+    request_id=optional_texts,
 )
 
 
@@ -66,6 +68,11 @@ def test_keys_of_different_channels_or_buckets_never_collide() -> None:
 def test_decode_key_rejects_what_is_not_a_key(raw: bytes) -> None:
     with pytest.raises((ValueError, TypeError)):
         dedup.decode_key(raw)
+
+
+def test_entry_written_before_backends_existed_decodes_without_api() -> None:
+    entry = dedup.decode_entry(b'{"phase": "started", "event_id": "e-1", "task_id": "7"}')
+    assert (entry.api, entry.request_id) == (None, None)
 
 
 @given(entries)

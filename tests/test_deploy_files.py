@@ -2,7 +2,9 @@
 
 No Docker engine is needed (nor available in CI): the files are parsed, and each test pins one property a
 deployment relies on. Configuration names are checked against `highlight.config.ENV_DEFAULTS`, the single
-list of documented settings.
+list of documented settings; metric names in the dashboard and the alerting rules against the registry of
+`highlight.metrics.Metrics`, the single list of instruments. Where `promtool` is installed, the Prometheus
+files are also checked by it.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
 
-from highlight.config import ENV_DEFAULTS
+from highlight.config import DEFAULT_LIVE_URLS, ENV_DEFAULTS
+from highlight.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -28,6 +32,11 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 LIVE_ENV_EXAMPLE = ROOT / "deploy" / "live.env.example"
 KUBERNETES = ROOT / "deploy" / "kubernetes.yaml"
+README = ROOT / "README.md"
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "highlight.json"
+GRAFANA_PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
 
 REAL_BLOCK_BEGIN = "# >>> real-endpoint"
 REAL_BLOCK_END = "# <<< real-endpoint"
@@ -38,6 +47,8 @@ HIGHLIGHT_NAME = re.compile(r"\bHIGHLIGHT_[A-Z0-9_]+\b")
 # The service stops within 30 s of SIGTERM; whatever kills it must wait longer.
 DRAIN_BOUND_SECONDS = 30
 METRICS_PORT = ENV_DEFAULTS["HIGHLIGHT_METRICS_PORT"]
+# The real endpoint of the default API (HIGHLIGHT_LIVE_URL defaults to the chosen API's endpoint).
+DEFAULT_LIVE_URL = ENV_DEFAULTS["HIGHLIGHT_LIVE_URL"] or DEFAULT_LIVE_URLS[ENV_DEFAULTS["HIGHLIGHT_LIVE_API"]]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -316,7 +327,11 @@ def k8s_container(kubernetes: list[dict[str, Any]]) -> dict[str, Any]:
 # Names: every HIGHLIGHT_* name anywhere in the deployment files is a documented setting
 
 
-@pytest.mark.parametrize("path", [COMPOSE, DOCKERFILE, LIVE_ENV_EXAMPLE, KUBERNETES], ids=lambda path: path.name)
+@pytest.mark.parametrize(
+    "path",
+    [COMPOSE, DOCKERFILE, LIVE_ENV_EXAMPLE, KUBERNETES, PROMETHEUS_CONFIG, ALERTS, DASHBOARD],
+    ids=lambda path: path.name,
+)
 def test_every_highlight_name_in_deploy_file_is_documented(path: Path) -> None:
     """Comments included: the real-endpoint block and the docs in comments must not drift from the config."""
     unknown = sorted(set(HIGHLIGHT_NAME.findall(read(path))) - set(ENV_DEFAULTS))
@@ -530,7 +545,7 @@ def test_compose_recorder_live_settings_match_the_simulator(
     url = urlsplit(env["HIGHLIGHT_LIVE_URL"])
     assert url.hostname == "live-sim", f"recorder calls {url.hostname}, not the simulator"
     assert str(url.port) == option(sim_args, "--port")
-    assert url.path == urlsplit(ENV_DEFAULTS["HIGHLIGHT_LIVE_URL"]).path, "same path as the real endpoint"
+    assert url.path == urlsplit(DEFAULT_LIVE_URL).path, "same path as the real endpoint"
     assert env["HIGHLIGHT_LIVE_APPID"] == option(sim_args, "--appid")
     assert env["HIGHLIGHT_LIVE_KEY"] == option(sim_args, "--key")
 
@@ -584,7 +599,7 @@ def test_live_env_example_documents_the_real_endpoint_with_placeholders() -> Non
     entries = env_file_entries(read(LIVE_ENV_EXAMPLE))
     assert set(entries) <= set(ENV_DEFAULTS), f"undocumented names: {sorted(set(entries) - set(ENV_DEFAULTS))}"
     assert {"HIGHLIGHT_LIVE_APPID", "HIGHLIGHT_LIVE_KEY"} <= set(entries)
-    assert entries.get("HIGHLIGHT_LIVE_URL", ENV_DEFAULTS["HIGHLIGHT_LIVE_URL"]) == ENV_DEFAULTS["HIGHLIGHT_LIVE_URL"]
+    assert entries.get("HIGHLIGHT_LIVE_URL", DEFAULT_LIVE_URL) == DEFAULT_LIVE_URL
     for setting in ("HIGHLIGHT_LIVE_APPID", "HIGHLIGHT_LIVE_KEY"):
         assert "REPLACE" in entries[setting].upper(), f"{setting} in the example must be a placeholder"
 
@@ -762,3 +777,542 @@ def test_kubernetes_example_runs_a_pinned_image_as_non_root(kubernetes: list[dic
     assert pod.get("securityContext", {}).get("runAsNonRoot") is True
     image = pod["containers"][0]["image"]
     assert image_ref(image).tag not in (None, "latest"), f"unpinned image {image!r}"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Monitoring: the compose profile, Prometheus and its alerting rules, Grafana and its dashboard
+
+MONITORING_PROFILE = "monitoring"
+MONITORING_SERVICES = {"prometheus", "grafana"}
+DEFAULT_SERVICES = {"kafka", "topics-init", "live-sim", "recorder"}
+SCRAPE_JOB = "highlight"
+PROMETHEUS_CONFIG_PATH = "/etc/prometheus/prometheus.yml"  # the image's default --config.file
+PROMETHEUS_PORT = 9090  # the image's default --web.listen-address
+GRAFANA_PROVISIONING_PATH = "/etc/grafana/provisioning"  # the image's GF_PATHS_PROVISIONING
+# Labels Prometheus puts on every scraped series (job, instance) and the highlight job adds (service).
+TARGET_LABELS = frozenset({"job", "instance", "service"})
+# Series Prometheus makes itself, with their labels.
+BUILTIN_SERIES = {"up": TARGET_LABELS, "ALERTS": frozenset({"alertname", "alertstate", "severity"})}
+SEVERITIES = {"critical", "warning", "info"}
+RULE_KEYS = {"alert", "expr", "for", "keep_firing_for", "labels", "annotations"}
+PROM_DURATION = re.compile(r"(?:\d+(?:ms|s|m|h|d|w|y))+")
+# Grafana's built-in variables, each with a stand-in PromQL accepts.
+GRAFANA_BUILTINS = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h"}
+# How prometheus_client exposes a family of each type: the suffixes of its series names.
+EXPOSED_SUFFIXES = {
+    "counter": ("_total",),
+    "info": ("_info",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "gaugehistogram": ("_bucket", "_gsum", "_gcount"),
+    "summary": ("", "_sum", "_count"),
+}
+
+HIGHLIGHT_SERIES = re.compile(r"\bhighlight_[a-z0-9_]+\b")
+SELECTOR = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^}]*)\}")
+MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+JOB_MATCHER = re.compile(r'\bjob\s*=\s*"([^"]*)"')
+
+
+@dataclass(frozen=True)
+class Family:
+    """A metric family as a scraper sees it."""
+
+    name: str  # as documented: counters with `_total`, info with `_info`
+    type: str
+    series: frozenset[str]  # every series name it is exposed under
+    labels: frozenset[str]
+    values: dict[str, frozenset[str]]  # label values the registry creates up front
+
+
+def metric_families(metrics: Metrics) -> dict[str, Family]:
+    """Every family of the service's registry, collected through `registry.collect()`."""
+    # The lag is read at scrape time and has no series until a source is watched: give it one partition.
+    metrics.watch_lag(lambda: [(ENV_DEFAULTS["HIGHLIGHT_MOMENTS_TOPIC"], 0, 0)])
+    # A labelled metric with no child yet has no sample to read its label names from; prometheus_client
+    # keeps them in `_labelnames`.
+    declared = {
+        wrapper.describe()[0].name: tuple(wrapper._labelnames)
+        for wrapper in vars(metrics).values()
+        if isinstance(wrapper, MetricWrapperBase)
+    }
+    families: dict[str, Family] = {}
+    for family in metrics.registry.collect():
+        suffixes = EXPOSED_SUFFIXES.get(family.type, ("",))
+        labels = set(declared.get(family.name, ()))
+        values: dict[str, set[str]] = {}
+        for sample in family.samples:
+            for label, value in sample.labels.items():
+                if label not in {"le", "quantile"}:
+                    labels.add(label)
+                    values.setdefault(label, set()).add(value)
+        name = family.name + suffixes[0] if family.type in {"counter", "info"} else family.name
+        assert name not in families, f"metric {name} is registered twice"
+        families[name] = Family(
+            name=name,
+            type=family.type,
+            series=frozenset(family.name + suffix for suffix in suffixes),
+            labels=frozenset(labels),
+            values={label: frozenset(found) for label, found in values.items()},
+        )
+    return families
+
+
+def promql_problems(expr: str, families: dict[str, Family], where: str) -> list[str]:
+    """Series, label names and pre-created label values an expression uses that the service does not expose."""
+    by_series = {series: family for family in families.values() for series in family.series}
+    problems: list[str] = []
+    used = set(HIGHLIGHT_SERIES.findall(expr))
+    problems += [f"{where}: {name} is not exposed by highlight.metrics" for name in sorted(used - set(by_series))]
+    # Labels a grouping may name: the target labels and those of every series the expression reads.
+    groupable = set(TARGET_LABELS)
+    for name in used & set(by_series):
+        groupable |= by_series[name].labels | ({"le"} if name.endswith("_bucket") else set())
+    for name, body in SELECTOR.findall(expr):
+        family = by_series.get(name)
+        if family is not None:
+            known = family.labels | TARGET_LABELS | ({"le"} if name.endswith("_bucket") else set())
+        elif name in BUILTIN_SERIES:
+            known = BUILTIN_SERIES[name]
+            groupable |= known
+        else:
+            if not name.startswith("highlight_"):  # an unknown highlight_ name is reported above
+                problems.append(f"{where}: {name} is neither a highlight metric nor a Prometheus series")
+            continue
+        for label, operator, value in MATCHER.findall(body):
+            if label not in known:
+                problems.append(f"{where}: {name} has no label {label!r} (it has {sorted(known)})")
+                continue
+            created = family.values.get(label) if family is not None else None
+            # Against a label whose values the registry creates up front, a literal must be one of them.
+            if created and operator in {"=", "=~", "!~"} and re.fullmatch(r"[\w|]+", value):
+                for unknown in sorted(set(value.split("|")) - created):
+                    problems.append(f'{where}: {name}{{{label}="{unknown}"}} never exists (values {sorted(created)})')
+    for group in GROUPING.findall(expr):
+        for label in (part.strip() for part in group.split(",")):
+            if label and label not in groupable:
+                problems.append(f"{where}: groups by {label!r}, which none of its series carries")
+    return problems
+
+
+def bind_mounts(service: dict[str, Any]) -> dict[str, tuple[Path, bool]]:
+    """Container path -> (host path, read-only) for every bind mount of a service."""
+    mounts: dict[str, tuple[Path, bool]] = {}
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            source, target, read_only = volume.get("source", ""), volume["target"], bool(volume.get("read_only"))
+        else:
+            source, target, *mode = str(volume).split(":")
+            read_only = "ro" in ",".join(mode).split(",")
+        if source.startswith((".", "/")):
+            mounts[target] = ((ROOT / source).resolve(), read_only)
+    return mounts
+
+
+def published_ports(service: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(host address, host port, container port) of every published port, short syntax."""
+    found = []
+    for entry in service.get("ports") or []:
+        parts = str(entry).split("/")[0].split(":")
+        assert len(parts) in (2, 3), f"publish {entry!r} as [address:]host:container"
+        address = parts[0] if len(parts) == 3 else ""
+        found.append((address, int(parts[-2]), int(parts[-1])))
+    return found
+
+
+def recorder_services(
+    services: dict[str, dict[str, Any]], real_services: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Every service, commented real-endpoint one included, that runs `highlight run`."""
+    image = services["recorder"]["image"]
+    return {
+        name: service
+        for name, service in real_services.items()
+        if service.get("image") == image and script_of(service).split()[:1] == ["run"]
+    }
+
+
+def readme_section(title: str) -> str:
+    text = read(README)
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, flags=re.MULTILINE | re.DOTALL)
+    assert match, f"README.md has no '## {title}' section"
+    return match.group(1)
+
+
+def panels_of(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel, those inside collapsed rows included."""
+    found = []
+    for panel in dashboard.get("panels", []):
+        found.append(panel)
+        found += panel.get("panels", [])
+    return found
+
+
+def grafana_expressions(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, expr) of every panel target, with Grafana's variables replaced by values PromQL accepts."""
+    variables = {f"${v['name']}": ".*" for v in dashboard.get("templating", {}).get("list", [])}
+    found = []
+    for panel in panels_of(dashboard):
+        for target in panel.get("targets", []):
+            expr = target.get("expr", "")
+            for variable, stand_in in sorted({**GRAFANA_BUILTINS, **variables}.items(), key=lambda kv: -len(kv[0])):
+                expr = expr.replace(variable, stand_in)
+            found.append((f"panel {panel.get('title')!r} target {target.get('refId')}", expr))
+    return found
+
+
+def alerting_rules(alerts: dict[str, Any]) -> list[dict[str, Any]]:
+    return [rule for group in alerts["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+@pytest.fixture(scope="module")
+def families() -> dict[str, Family]:
+    found = metric_families(Metrics())
+    assert found, "highlight.metrics.Metrics registers no metric"
+    return found
+
+
+@pytest.fixture(scope="module")
+def prometheus_config() -> dict[str, Any]:
+    config = yaml.safe_load(read(PROMETHEUS_CONFIG))
+    assert isinstance(config, dict), f"{PROMETHEUS_CONFIG.name} is not a mapping"
+    return config
+
+
+@pytest.fixture(scope="module")
+def scrape_job(prometheus_config: dict[str, Any]) -> dict[str, Any]:
+    jobs = [job for job in prometheus_config.get("scrape_configs") or [] if job.get("job_name") == SCRAPE_JOB]
+    assert len(jobs) == 1, f"expected one scrape job {SCRAPE_JOB!r}: dashboard and alerts select job={SCRAPE_JOB!r}"
+    job: dict[str, Any] = jobs[0]
+    return job
+
+
+@pytest.fixture(scope="module")
+def alerts() -> dict[str, Any]:
+    document = yaml.safe_load(read(ALERTS))
+    assert isinstance(document, dict), f"{ALERTS.name} is not a mapping"
+    return document
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    document = json.loads(read(DASHBOARD))
+    assert isinstance(document, dict), f"{DASHBOARD.name} is not a JSON object"
+    return document
+
+
+def provisioning(kind: str) -> list[dict[str, Any]]:
+    """The provisioning documents of one kind (datasources, dashboards)."""
+    folder = GRAFANA_PROVISIONING / kind
+    files = sorted([*folder.glob("*.yml"), *folder.glob("*.yaml")])
+    assert files, f"no provisioning file in {folder.relative_to(ROOT)}"
+    documents = [yaml.safe_load(read(path)) for path in files]
+    for path, document in zip(files, documents, strict=True):
+        assert document.get("apiVersion") == 1, f"{path.relative_to(ROOT)}: apiVersion must be 1"
+    return documents
+
+
+@pytest.fixture(scope="module")
+def datasource() -> dict[str, Any]:
+    sources = [source for document in provisioning("datasources") for source in document.get("datasources", [])]
+    assert len(sources) == 1, f"expected one provisioned datasource, found {len(sources)}"
+    source: dict[str, Any] = sources[0]
+    return source
+
+
+def test_compose_monitoring_services_are_an_optional_profile(
+    services: dict[str, dict[str, Any]], real_services: dict[str, dict[str, Any]]
+) -> None:
+    for found in (services, real_services):
+        profiled = {name: service["profiles"] for name, service in found.items() if service.get("profiles")}
+        assert profiled == {name: [MONITORING_PROFILE] for name in MONITORING_SERVICES}, profiled
+    assert set(services) - MONITORING_SERVICES == DEFAULT_SERVICES, "a plain `docker compose up` changed"
+    for name, service in real_services.items():
+        if name not in MONITORING_SERVICES:
+            needs = set(service.get("depends_on") or {})
+            assert not needs & MONITORING_SERVICES, f"{name} needs {needs & MONITORING_SERVICES}, off by default"
+
+
+def test_compose_monitoring_images_are_pinned_releases(services: dict[str, dict[str, Any]]) -> None:
+    assert re.fullmatch(r"prom/prometheus:v3\.\d+\.\d+", services["prometheus"]["image"])
+    assert re.fullmatch(r"grafana/grafana(-oss)?:1[12]\.\d+\.\d+", services["grafana"]["image"])
+
+
+def test_readme_operations_names_the_monitoring_images(services: dict[str, dict[str, Any]]) -> None:
+    section = readme_section("Operations")
+    for name in sorted(MONITORING_SERVICES):
+        image = services[name]["image"]
+        assert image in section, f"README Operations does not say that {name} runs {image}"
+
+
+def test_compose_monitoring_ports_are_published_on_loopback_only(services: dict[str, dict[str, Any]]) -> None:
+    """Grafana lets anonymous viewers in and Prometheus has no login: neither belongs on a LAN address."""
+    for name in sorted(MONITORING_SERVICES):
+        ports = published_ports(services[name])
+        assert ports, f"{name} publishes no port"
+        for address, _, _ in ports:
+            assert address in {"127.0.0.1", "[::1]", "localhost"}, f"{name} is published on {address or 'all'}"
+
+
+def test_compose_monitoring_bind_mounts_exist_and_are_read_only(services: dict[str, dict[str, Any]]) -> None:
+    for name in sorted(MONITORING_SERVICES):
+        mounts = bind_mounts(services[name])
+        assert mounts, f"{name} mounts nothing from deploy/"
+        for target, (source, read_only) in mounts.items():
+            assert source.exists(), f"{name} mounts {source}, which does not exist"
+            assert source.is_relative_to(ROOT / "deploy"), f"{name} mounts {source} from outside deploy/"
+            assert read_only, f"{name} mounts {target} writable"
+
+
+def test_prometheus_scrapes_every_recorder_service_on_its_metrics_port(
+    services: dict[str, dict[str, Any]], real_services: dict[str, dict[str, Any]], scrape_job: dict[str, Any]
+) -> None:
+    recorders = recorder_services(services, real_services)
+    assert {"recorder", REAL_SERVICE} <= set(recorders), sorted(recorders)
+    assert scrape_job.get("metrics_path", "/metrics") == "/metrics"
+    assert scrape_job.get("scheme", "http") == "http"
+    targets: dict[str, int] = {}
+    for config in scrape_job.get("dns_sd_configs") or []:
+        # A compose service name answers one A record per replica; compose has no SRV records.
+        assert config.get("type", "SRV") == "A", f"dns_sd_configs {config['names']} must look up A records"
+        for name in config["names"]:
+            assert name not in targets, f"{name} is scraped twice"
+            targets[name] = int(config["port"])
+    for config in scrape_job.get("static_configs") or []:
+        for target in config["targets"]:
+            host, _, port = target.rpartition(":")
+            assert host not in targets, f"{host} is scraped twice"
+            targets[host] = int(port)
+    assert set(targets) == set(recorders), f"scraped {sorted(targets)}, recorder services {sorted(recorders)}"
+    for name, service in recorders.items():
+        port = environment(service).get("HIGHLIGHT_METRICS_PORT", METRICS_PORT)
+        assert targets[name] == int(port), f"{name} serves metrics on {port}, Prometheus scrapes {targets[name]}"
+        exposed = {str(entry).split("/")[0] for entry in service.get("expose") or []}
+        assert str(port) in exposed, f"{name} does not expose its metrics port {port}"
+
+
+def test_prometheus_labels_each_target_with_its_compose_service(scrape_job: dict[str, Any]) -> None:
+    relabels = scrape_job.get("relabel_configs") or []
+    assert any(
+        relabel.get("source_labels") == ["__meta_dns_name"] and relabel.get("target_label") == "service"
+        for relabel in relabels
+    ), "alerts and the README use a `service` label: relabel __meta_dns_name into it"
+
+
+def test_prometheus_loads_its_config_and_rules_where_compose_mounts_them(
+    services: dict[str, dict[str, Any]], prometheus_config: dict[str, Any]
+) -> None:
+    prometheus = services["prometheus"]
+    command = " ".join(str(arg) for arg in prometheus.get("command") or [])
+    config_path = re.search(r"--config\.file[= ](\S+)", command)
+    assert (config_path.group(1) if config_path else PROMETHEUS_CONFIG_PATH) == PROMETHEUS_CONFIG_PATH
+    assert "--web.listen-address" not in command, "the Grafana datasource expects the default port"
+    mounts = bind_mounts(prometheus)
+    assert mounts.get(PROMETHEUS_CONFIG_PATH, (None,))[0] == PROMETHEUS_CONFIG.resolve()
+    rule_files = prometheus_config.get("rule_files") or []
+    assert [mounts.get(path, (None,))[0] for path in rule_files] == [ALERTS.resolve()], rule_files
+    assert any(port == PROMETHEUS_PORT for _, _, port in published_ports(prometheus))
+
+
+def test_prometheus_and_grafana_queries_select_the_scrape_job(
+    alerts: dict[str, Any], dashboard: dict[str, Any]
+) -> None:
+    texts = [rule["expr"] for rule in alerting_rules(alerts)] + [expr for _, expr in grafana_expressions(dashboard)]
+    texts += [json.dumps(variable) for variable in dashboard.get("templating", {}).get("list", [])]
+    jobs = {job for text in texts for job in JOB_MATCHER.findall(text)}
+    assert jobs <= {SCRAPE_JOB}, f"queries select job {sorted(jobs - {SCRAPE_JOB})}, scraped as {SCRAPE_JOB!r}"
+
+
+def test_alerts_file_is_prometheus_rule_syntax(alerts: dict[str, Any]) -> None:
+    assert set(alerts) == {"groups"}, f"top-level keys {sorted(alerts)}"
+    groups = alerts["groups"]
+    assert isinstance(groups, list), "groups is not a list"
+    assert groups, "no rule groups"
+    group_names = [group.get("name") for group in groups]
+    assert all(group_names), f"a group has no name: {group_names}"
+    assert len(set(group_names)) == len(group_names), f"group names repeat: {group_names}"
+    names: list[str] = []
+    for group in groups:
+        assert set(group) <= {"name", "interval", "limit", "rules"}, f"group {group['name']} keys {sorted(group)}"
+        assert isinstance(group.get("rules"), list), f"group {group['name']}: rules is not a list"
+        assert group["rules"], f"group {group['name']} has no rules"
+        for rule in group["rules"]:
+            assert isinstance(rule, dict), f"not a rule: {rule}"
+            assert "alert" in rule, f"not an alerting rule: {rule}"
+            name = rule["alert"]
+            names.append(name)
+            assert set(rule) <= RULE_KEYS, f"{name}: unknown keys {sorted(set(rule) - RULE_KEYS)}"
+            assert re.fullmatch(r"Highlight[A-Z][A-Za-z0-9]*", name), f"alert name {name!r}"
+            expr = rule.get("expr")
+            assert isinstance(expr, str), f"{name}: expr is not a string"
+            assert expr.strip(), f"{name}: no expr"
+            for opening, closing in ("()", "{}", "[]"):
+                assert expr.count(opening) == expr.count(closing), f"{name}: unbalanced {opening}{closing}"
+            assert PROM_DURATION.fullmatch(str(rule.get("for", ""))), f"{name}: for {rule.get('for')!r}"
+            labels = rule.get("labels") or {}
+            assert labels.get("severity") in SEVERITIES, f"{name}: severity {labels.get('severity')!r}"
+            assert all(isinstance(value, str) for value in labels.values()), f"{name}: label values are strings"
+            annotations = rule.get("annotations") or {}
+            for key in ("summary", "description"):
+                assert str(annotations.get(key, "")).strip(), f"{name}: no {key} annotation"
+    assert len(set(names)) == len(names), f"alert names repeat: {names}"
+
+
+def test_alerts_use_only_metrics_and_labels_the_service_exposes(
+    alerts: dict[str, Any], families: dict[str, Family]
+) -> None:
+    problems = []
+    for rule in alerting_rules(alerts):
+        problems += promql_problems(rule["expr"], families, rule["alert"])
+    assert not problems, "\n".join(problems)
+
+
+def test_grafana_datasource_is_the_compose_prometheus(
+    services: dict[str, dict[str, Any]], datasource: dict[str, Any]
+) -> None:
+    assert datasource.get("type") == "prometheus"
+    assert datasource.get("uid"), "the dashboard names its datasource by uid: give it a fixed one"
+    assert datasource.get("access", "proxy") == "proxy", "browser access cannot resolve the compose name"
+    url = urlsplit(datasource["url"])
+    assert "prometheus" in services, "no prometheus service"
+    assert url.hostname == "prometheus", f"datasource url {datasource['url']}"
+    assert url.port == PROMETHEUS_PORT, f"datasource url {datasource['url']}"
+
+
+def test_grafana_dashboard_provider_serves_the_mounted_dashboard(services: dict[str, dict[str, Any]]) -> None:
+    grafana = services["grafana"]
+    mounts = bind_mounts(grafana)
+    assert mounts.get(GRAFANA_PROVISIONING_PATH, (None,))[0] == GRAFANA_PROVISIONING.resolve()
+    (dashboard_target,) = [target for target, (source, _) in mounts.items() if source == DASHBOARD.resolve()]
+    providers = [provider for document in provisioning("dashboards") for provider in document.get("providers", [])]
+    assert len(providers) == 1, f"expected one dashboard provider, found {len(providers)}"
+    provider = providers[0]
+    assert provider.get("type", "file") == "file"
+    assert Path(provider["options"]["path"]) == Path(dashboard_target).parent, "the provider reads another folder"
+    home = environment(grafana).get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
+    assert home in (None, dashboard_target), f"home dashboard {home} is not the mounted one"
+
+
+def test_grafana_allows_anonymous_viewers_only_and_takes_the_admin_password_from_the_environment(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    env = environment(services["grafana"])
+    if env.get("GF_AUTH_ANONYMOUS_ENABLED", "false").lower() == "true":
+        assert env.get("GF_AUTH_ANONYMOUS_ORG_ROLE") == "Viewer", "anonymous visitors must not edit"
+    password = env.get("GF_SECURITY_ADMIN_PASSWORD", "")
+    assert re.fullmatch(r"\$\{[A-Z][A-Z0-9_]*(:?-[^}]*)?\}", password), (
+        f"GF_SECURITY_ADMIN_PASSWORD={password!r}: take it from the environment, "
+        "e.g. ${GRAFANA_ADMIN_PASSWORD:-admin}"
+    )
+
+
+def test_grafana_dashboard_is_valid_dashboard_json(dashboard: dict[str, Any], datasource: dict[str, Any]) -> None:
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,40}", str(dashboard.get("uid", ""))), f"uid {dashboard.get('uid')!r}"
+    assert str(dashboard.get("title", "")).strip(), "no title"
+    assert isinstance(dashboard.get("schemaVersion"), int), "no schemaVersion"
+    assert dashboard.get("id") is None, "a provisioned dashboard must not carry a database id"
+    expected = {"type": "prometheus", "uid": datasource["uid"]}
+    panels = panels_of(dashboard)
+    assert panels, "no panels"
+    ids = [panel.get("id") for panel in panels]
+    assert all(isinstance(panel_id, int) for panel_id in ids), f"panel ids {ids}"
+    assert len(set(ids)) == len(ids), f"panel ids repeat: {ids}"
+    queried = 0
+    for panel in panels:
+        title = panel.get("title")
+        assert str(title or "").strip(), f"panel {panel.get('id')} has no title"
+        grid = panel.get("gridPos", {})
+        assert {"h", "w", "x", "y"} <= set(grid), f"{title}: gridPos {grid}"
+        assert grid["x"] >= 0, f"{title}: gridPos {grid}"
+        assert grid["x"] + grid["w"] <= 24, f"{title}: gridPos {grid} leaves the 24 columns"
+        if panel.get("type") == "row":
+            continue
+        queried += 1
+        assert panel.get("datasource") == expected, f"{title}: datasource {panel.get('datasource')}"
+        targets = panel.get("targets") or []
+        assert targets, f"{title}: no targets"
+        refs = [target.get("refId") for target in targets]
+        assert all(refs), f"{title}: a target has no refId"
+        assert len(set(refs)) == len(refs), f"{title}: refIds repeat: {refs}"
+        for target in targets:
+            assert str(target.get("expr", "")).strip(), f"{title} {target.get('refId')}: no expr"
+            assert target.get("datasource", expected) == expected, f"{title}: target datasource {target}"
+    assert queried, "no panel queries anything"
+    for variable in dashboard.get("templating", {}).get("list", []):
+        if variable.get("type") == "query":
+            assert variable.get("datasource") == expected, f"variable {variable.get('name')}: another datasource"
+
+
+def test_grafana_dashboard_uses_only_defined_variables(dashboard: dict[str, Any]) -> None:
+    for where, expr in grafana_expressions(dashboard):
+        assert "$" not in expr, f"{where}: undefined variable in {expr}"
+
+
+def test_grafana_dashboard_uses_only_metrics_and_labels_the_service_exposes(
+    dashboard: dict[str, Any], families: dict[str, Family]
+) -> None:
+    problems = []
+    for where, expr in grafana_expressions(dashboard):
+        problems += promql_problems(expr, families, where)
+    assert not problems, "\n".join(problems)
+
+
+def test_grafana_dashboard_shows_every_metric(dashboard: dict[str, Any], families: dict[str, Family]) -> None:
+    used = {name for _, expr in grafana_expressions(dashboard) for name in HIGHLIGHT_SERIES.findall(expr)}
+    missing = sorted(name for name, family in families.items() if not family.series & used)
+    assert not missing, f"metrics no panel shows: {missing}"
+
+
+def test_readme_operations_documents_every_metric(families: dict[str, Family]) -> None:
+    section = readme_section("Operations")
+    documented = set(re.findall(r"^\| `(highlight_[a-z0-9_]+)` \|", section, flags=re.MULTILINE))
+    assert documented == set(families), (
+        f"undocumented: {sorted(set(families) - documented)}; gone: {sorted(documented - set(families))}"
+    )
+
+
+def test_readme_operations_explains_every_alert(alerts: dict[str, Any]) -> None:
+    section = readme_section("Operations")
+    explained = set(re.findall(r"^\| `(Highlight[A-Za-z0-9]+)`", section, flags=re.MULTILINE))
+    names = {rule["alert"] for rule in alerting_rules(alerts)}
+    assert explained == names, f"unexplained: {sorted(names - explained)}; gone: {sorted(explained - names)}"
+
+
+# promtool (Prometheus's own checker) where it is installed; CI may not have it.
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.skip("promtool is not installed")
+    return found
+
+
+def test_promtool_accepts_the_alerting_rules() -> None:
+    done = subprocess.run([promtool(), "check", "rules", str(ALERTS)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_accepts_the_prometheus_config(
+    prometheus_config: dict[str, Any], services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    tool = promtool()
+    mounts = bind_mounts(services["prometheus"])
+    # Point the rule files at the repository's copies, as the container sees them through its mounts.
+    config = {**prometheus_config, "rule_files": [str(mounts[path][0]) for path in prometheus_config["rule_files"]]}
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    done = subprocess.run([tool, "check", "config", str(path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_parses_every_dashboard_query(dashboard: dict[str, Any], tmp_path: Path) -> None:
+    tool = promtool()
+    rules = [
+        {"record": f"dashboard:query:{number}", "expr": expr}
+        for number, (_, expr) in enumerate(grafana_expressions(dashboard))
+    ]
+    path = tmp_path / "dashboard-queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8")
+    done = subprocess.run([tool, "check", "rules", str(path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -7,13 +7,9 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-
 from highlight.dedup import Entry, Phase, encode_entry, encode_key
-from highlight.errors import LiveAccessRefused
 from highlight.kafka import home_partition
 from highlight.moment import bucket_of, parse_rfc3339
-from highlight.service import Service
 from highlight.simulator import LiveSimulator
 from tests.harness import (
     Names,
@@ -127,38 +123,3 @@ async def test_sigterm_finishes_in_flight_work_commits_and_exits_0(
     result = await result_of(bootstrap, names.results, "t1", timeout=5)
     assert result["status"] == "started", "the in-flight call was finished, not dropped"
     assert await committed_offset(bootstrap, names.group, names.moments, 0) == 1
-
-
-async def test_refused_credentials_stop_the_service_without_burning_the_moment(
-    bootstrap: str, names: Names, simulator: LiveSimulator, tmp_path: Path
-) -> None:
-    await create_topics(bootstrap, {names.moments: 1})
-    await produce(bootstrap, names.moments, [moment("a1", "auth-chan")])
-    wrong = service_env(bootstrap, names, simulator.url) | {"HIGHLIGHT_LIVE_KEY": "not-the-key"}
-    process = spawn(wrong, tmp_path / "auth.log")
-    code = await asyncio.to_thread(process.wait, 60)
-    output = (tmp_path / "auth.log").read_text()
-    assert code == 78, output
-    errors = [line for line in output.splitlines() if line.startswith("highlight: error:")]
-    assert len(errors) == 1, output
-    assert "sign invalid" in errors[0]
-    assert "Traceback" not in output
-    assert simulator.calls[0].outcome == "sign invalid"
-
-    async with running(settings_for(bootstrap, names, simulator.url)):
-        result = await result_of(bootstrap, names.results, "a1")
-    assert result["status"] == "started", "the moment was kept for the next start, not marked failed"
-    statuses = [d["status"] for d in await results(bootstrap, names.results, 1, timeout=1)]
-    assert statuses == ["started"]
-
-
-async def test_access_refusal_is_raised_from_run_in_process(
-    bootstrap: str, names: Names, simulator: LiveSimulator
-) -> None:
-    await create_topics(bootstrap, {names.moments: 1})
-    simulator.inject("auth:appid is invalid", channel="appid-chan")
-    await produce(bootstrap, names.moments, [moment("p1", "appid-chan")])
-    async with Service(settings_for(bootstrap, names, simulator.url)) as service:
-        with pytest.raises(LiveAccessRefused, match="appid is invalid"):
-            await asyncio.wait_for(service.run(), 30)
-    assert await committed_offset(bootstrap, names.group, names.moments, 0) is None

@@ -65,7 +65,26 @@ def test_started_document_carries_the_recording() -> None:
         "start_time": START,
         "end_time": END,
         "attempts": 2,
+        "api": "live_tape_start",
     }
+
+
+def test_result_names_the_backend_and_request_id_of_the_call_that_made_the_entry() -> None:
+    entry = Entry(
+        Phase.STARTED, "e-1", START, END, task_id="7", attempts=1, api="create_live_record", request_id="req-1"
+    )
+    started = _document("started", entry)
+    duplicate = _document("duplicate", entry, event_id="e-2")
+    assert (started["api"], started["request_id"]) == ("create_live_record", "req-1")
+    assert (duplicate["api"], duplicate["request_id"]) == ("create_live_record", "req-1")
+
+
+def test_entry_from_before_backends_existed_is_answered_as_live_tape_start() -> None:
+    assert _document("duplicate", STARTED, event_id="e-2")["api"] == "live_tape_start"
+
+
+def test_expired_result_names_no_backend_since_no_call_was_made() -> None:
+    assert "api" not in _document("expired", None)
 
 
 @pytest.mark.parametrize("task_id", [0, 1, 2**53 + 1, 2**64 - 1])

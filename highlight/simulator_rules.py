@@ -1,22 +1,28 @@
-"""The simulator's pure half: its settings, the documented checks of a `Live_Tape_Start` call, its faults.
+"""The simulator's pure half: the documented checks of a `Live_Tape_Start` call, its faults.
 
 No I/O and no state: `highlight.simulator` feeds in the decoded query, the settings and the time, and keeps
 the tasks. The checks run in the order the real endpoint is observed to apply them: the fcgi gateway's access
-checks (appid, t, sign) first, then the backend's parameters, the channel, the quotas.
+checks (appid, t, sign) first, then the backend's parameters, the channel, the quotas. The channel and quota
+rules and the faults are shared with the v2 and 3.0 APIs (`highlight.simulator_v2`, `simulator_cloud`), which
+word them in their own protocols through a `Dialect`.
 """
 
 from __future__ import annotations
 
 import hmac
-import math
 import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
-from datetime import date, datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Literal, Protocol
 
 import orjson
 
-from highlight.tape import CST, INTERFACE, MAX_RECORD_SECONDS, parse_cst, sign
+from highlight.simulator_config import SimulatorConfig as SimulatorConfig
+from highlight.simulator_config import coerce_changes as coerce_changes
+from highlight.simulator_config import config_json as config_json
+from highlight.simulator_config import parse_latency as parse_latency
+from highlight.tape import CST, INTERFACE, MAX_RECORD_SECONDS, format_cst, parse_cst, sign
 
 RET_ACCESS = -1
 RET_INTERNAL = 1201
@@ -50,41 +56,11 @@ SCHEDULED_MAX_SECONDS = 86_400
 MAX_T_DIGITS = 20
 
 GARBAGE_BODY = b"<html><head><title>502 Bad Gateway</title></head><body><center>nginx</center></body></html>"
-FAULT_SHAPES = "ok, ret:<code>, http:<status>, hang, reset, garbage, delay:<ms>, auth:<message>"
-
-
-@dataclass(frozen=True)
-class SimulatorConfig:
-    appid: str = "1234"
-    key: str = "sim-secret-key"
-    latency_ms: tuple[float, float] = (0.0, 0.0)
-    offline_channels: frozenset[str] = frozenset()
-    live_channels: frozenset[str] | None = None
-    missing_channels: frozenset[str] = frozenset()
-    error_rate: float = 0.0
-    http_error_rate: float = 0.0
-    hang_rate: float = 0.0
-    max_running: int = 400
-    daily_quota: int = 4000
-    clock_skew_tolerance_s: float = 120.0
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        # Checked here so that a bad runtime change (set_config, /_sim/config) is refused, not half applied.
-        if not self.appid or not self.key:
-            raise ValueError("appid and key must not be empty")
-        low, high = self.latency_ms
-        if not (math.isfinite(high) and 0 <= low <= high):
-            raise ValueError(f"latency_ms must be finite with 0 <= min <= max, got {self.latency_ms!r}")
-        rates = (self.error_rate, self.http_error_rate, self.hang_rate)
-        if not all(0.0 <= rate <= 1.0 for rate in rates):
-            raise ValueError(f"error_rate, http_error_rate and hang_rate must be within [0, 1], got {rates!r}")
-        if sum(rates) > 1.0:
-            raise ValueError(f"error_rate + http_error_rate + hang_rate must not exceed 1, got {sum(rates)}")
-        if self.max_running < 0 or self.daily_quota < 0:
-            raise ValueError("max_running and daily_quota must not be negative")
-        if not (math.isfinite(self.clock_skew_tolerance_s) and self.clock_skew_tolerance_s >= 0):
-            raise ValueError(f"clock_skew_tolerance_s must be >= 0, got {self.clock_skew_tolerance_s!r}")
+FAULT_SHAPES = (
+    "ok, busy, internal, auth:<message>, ret:<code>, error:<Code>, http:<status>, hang, reset, garbage, delay:<ms>"
+)
+# A Cloud API 3.0 error code: dotted CamelCase words ("AuthFailure.SignatureFailure").
+ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z0-9]+)*", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,17 +86,44 @@ class Accepted:
 
 
 @dataclass(frozen=True, slots=True)
+class Answer:
+    """A refusal in one protocol's words, ready to send."""
+
+    outcome: str  # what `SimCall.outcome` records: "ret:1204", "code:4100", "error:InternalError", ...
+    message: str
+    body: bytes
+    status: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """A refusal decided by the channel rules or the quotas, before any protocol words it."""
+
+    kind: Literal["no_channel", "not_live", "running_limit", "daily_limit"]
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Fault:
+    """One injected fault.
+
+    `busy`, `internal` and `auth` are protocol-neutral: each API answers them in its own words. `ret` is a
+    numeric code (legacy, v2) and `error` a 3.0 Code; an API without such codes answers a plain refusal.
+    """
+
     kind: str
     code: int = 0
     delay_s: float = 0.0
     message: str = ""
+    error: str = ""
 
 
 def parse_fault(text: str) -> Fault:
     kind, _, arg = text.partition(":")
-    if kind in ("ok", "hang", "reset", "garbage") and not arg:
+    if kind in ("ok", "hang", "reset", "garbage", "busy", "internal") and not arg:
         return Fault(kind)
+    if kind == "error" and ERROR_CODE.fullmatch(arg):
+        return Fault(kind, error=arg)
     if kind == "ret" and re.fullmatch(r"-?\d{1,9}", arg) and int(arg) != 0:
         return Fault(kind, code=int(arg))
     if kind == "http" and re.fullmatch(r"\d{3}", arg) and 200 <= int(arg) <= 599:
@@ -135,12 +138,47 @@ def parse_fault(text: str) -> Fault:
 def random_fault(config: SimulatorConfig, draw: float) -> Fault | None:
     """One uniform draw in [0, 1) picks at most one fault, so the rates are exact and add up."""
     if draw < config.error_rate:
-        return Fault("ret", code=RET_INTERNAL)
+        return Fault("internal")
     if draw < config.error_rate + config.http_error_rate:
         return Fault("http", code=503)
     if draw < config.error_rate + config.http_error_rate + config.hang_rate:
         return Fault("hang")
     return None
+
+
+class Dialect(Protocol):
+    """How one API words what the simulator decided: its answers to denials, refusing faults and success."""
+
+    @property
+    def api(self) -> str: ...
+
+    @property
+    def content_type(self) -> str: ...
+
+    def deny(self, denial: Denial) -> Answer: ...
+
+    def fail(self, fault: Fault) -> Answer: ...
+
+    def started(self, task_id: int) -> bytes: ...
+
+
+class LegacyDialect:
+    api = "live_tape_start"
+    # The real endpoint labels its JSON text/html; clients must not rely on the Content-Type.
+    content_type = "text/html"
+
+    def deny(self, denial: Denial) -> Answer:
+        return legacy_answer(denial_refusal(denial))
+
+    def fail(self, fault: Fault) -> Answer:
+        return legacy_answer(fault_refusal(fault))
+
+    def started(self, task_id: int) -> bytes:
+        return success_body(task_id)
+
+
+def legacy_answer(refusal: Refusal) -> Answer:
+    return Answer(refusal.outcome, refusal.message, refusal.body())
 
 
 def ret_message(ret: int) -> str:
@@ -172,6 +210,8 @@ def check_call(params: Mapping[str, str], config: SimulatorConfig, now: float) -
 
 
 def check_access(params: Mapping[str, str], config: SimulatorConfig, now: float) -> Refusal | None:
+    if config.refuse_credentials:
+        return Refusal(RET_ACCESS, "sign invalid")
     if params.get("appid") != config.appid:
         return Refusal(RET_ACCESS, "appid is invalid")
     t = params.get("t", "")
@@ -190,10 +230,10 @@ def check_parameters(params: Mapping[str, str], now: float, tolerance_s: float) 
     channel_id = params.get(CHANNEL_ID, "")
     if not channel_id:
         return bad_parameter(CHANNEL_ID)
-    start = _cst_seconds(params.get(START_TIME, ""))
+    start = cst_seconds(params.get(START_TIME, ""))
     if start is None:
         return bad_parameter(START_TIME)
-    end = _cst_seconds(params.get(END_TIME, ""))
+    end = cst_seconds(params.get(END_TIME, ""))
     if end is None:
         return bad_parameter(END_TIME)
     sub_type = params.get(TASK_SUB_TYPE)
@@ -238,21 +278,60 @@ def check_options(params: Mapping[str, str]) -> Refusal | None:
 
 
 def check_channel(channel_id: str, config: SimulatorConfig) -> Refusal | None:
-    if channel_id in config.missing_channels:
-        return Refusal(RET_NO_CHANNEL, ret_message(RET_NO_CHANNEL))
-    live = config.live_channels
-    # Real-time recording needs the stream to be pushing at the moment of the call.
-    if channel_id in config.offline_channels or (live is not None and channel_id not in live):
-        return Refusal(RET_NOT_LIVE, ret_message(RET_NOT_LIVE))
-    return None
+    denial = channel_denial(channel_id, config)
+    return None if denial is None else denial_refusal(denial)
 
 
 def check_quota(running: int, created_today: int, config: SimulatorConfig) -> Refusal | None:
-    if running >= config.max_running:
-        return Refusal(RET_RUNNING_LIMIT, f"exceeds the limit of {config.max_running} running tasks")
-    if created_today >= config.daily_quota:
-        return Refusal(RET_DAILY_LIMIT, f"exceeds the daily limit of {config.daily_quota} tasks")
+    denial = quota_denial(running, created_today, config)
+    return None if denial is None else denial_refusal(denial)
+
+
+def channel_denial(channel_id: str, config: SimulatorConfig) -> Denial | None:
+    if channel_id in config.missing_channels:
+        return Denial("no_channel", ret_message(RET_NO_CHANNEL))
+    live = config.live_channels
+    # Real-time recording needs the stream to be pushing at the moment of the call.
+    if channel_id in config.offline_channels or (live is not None and channel_id not in live):
+        return Denial("not_live", ret_message(RET_NOT_LIVE))
     return None
+
+
+def quota_denial(running: int, created_today: int, config: SimulatorConfig) -> Denial | None:
+    if running >= config.max_running:
+        return Denial("running_limit", f"exceeds the limit of {config.max_running} running tasks")
+    if created_today >= config.daily_quota:
+        return Denial("daily_limit", f"exceeds the daily limit of {config.daily_quota} tasks")
+    return None
+
+
+_DENIAL_RETS = {
+    "no_channel": RET_NO_CHANNEL,
+    "not_live": RET_NOT_LIVE,
+    "running_limit": RET_RUNNING_LIMIT,
+    "daily_limit": RET_DAILY_LIMIT,
+}
+
+
+def denial_refusal(denial: Denial) -> Refusal:
+    """A channel or quota denial in Live_Tape_Start's words."""
+    return Refusal(_DENIAL_RETS[denial.kind], denial.message)
+
+
+def fault_refusal(fault: Fault) -> Refusal:
+    """A refusing fault in Live_Tape_Start's words."""
+    match fault.kind:
+        case "busy":
+            return Refusal(RET_FREQUENCY, ret_message(RET_FREQUENCY))
+        case "internal":
+            return Refusal(RET_INTERNAL, ret_message(RET_INTERNAL))
+        case "auth":
+            return Refusal(RET_ACCESS, fault.message)
+        case "ret":
+            return Refusal(fault.code, ret_message(fault.code))
+        case _:
+            # A 3.0 Code has no Live_Tape_Start equivalent: a plain refusal that says so, never a success.
+            return bad_parameter(f"simulated fault {fault.kind}:{fault.error} does not apply to Live_Tape_Start")
 
 
 def bad_parameter(detail: str) -> Refusal:
@@ -264,7 +343,12 @@ def cst_day(unix_seconds: float) -> date:
     return datetime.fromtimestamp(unix_seconds, CST).date()
 
 
-def _cst_seconds(text: str) -> float | None:
+def format_cst_seconds(unix_seconds: float) -> str:
+    return format_cst(datetime.fromtimestamp(unix_seconds, UTC))
+
+
+def cst_seconds(text: str) -> float | None:
+    """UNIX seconds of a strict `YYYY-MM-DD HH:MM:SS` China Standard Time string, or None."""
     # parse_cst's pattern uses \d, which also matches non-ASCII digits the real endpoint would not read.
     if not text.isascii():
         return None
@@ -272,97 +356,3 @@ def _cst_seconds(text: str) -> float | None:
         return parse_cst(text).timestamp()
     except ValueError:
         return None
-
-
-def parse_latency(text: str) -> tuple[float, float]:
-    """`"200"` or `"100-300"` milliseconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:-\s*(\d+(?:\.\d+)?)\s*)?", text)
-    if match is None:
-        raise ValueError(f"latency must be MS or MIN-MAX milliseconds, e.g. 200 or 100-300; got {text!r}")
-    low = float(match[1])
-    high = float(match[2]) if match[2] is not None else low
-    if high < low:
-        raise ValueError(f"latency range must be MIN-MAX with MIN <= MAX; got {text!r}")
-    return low, high
-
-
-def config_json(config: SimulatorConfig) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for field in fields(config):
-        value = getattr(config, field.name)
-        out[field.name] = sorted(value) if isinstance(value, frozenset) else value
-    return out
-
-
-def coerce_changes(changes: Mapping[str, object]) -> dict[str, object]:
-    """Runtime changes, from Python or JSON, as SimulatorConfig's field types; ValueError names a bad one."""
-    coerced: dict[str, object] = {}
-    for name, value in changes.items():
-        coerce = _COERCERS.get(name)
-        if coerce is None:
-            raise ValueError(f"unknown simulator setting {name!r}; known: {', '.join(_COERCERS)}")
-        coerced[name] = coerce(name, value)
-    return coerced
-
-
-def _as_str(name: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be a string, got {value!r}")
-    return value
-
-
-def _as_number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    return float(value)
-
-
-def _as_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    return value
-
-
-def _as_optional_int(name: str, value: object) -> int | None:
-    return None if value is None else _as_int(name, value)
-
-
-def _as_latency(name: str, value: object) -> tuple[float, float]:
-    if isinstance(value, str):
-        return parse_latency(value)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value), float(value)
-    if isinstance(value, list | tuple) and len(value) == 2:
-        return _as_number(name, value[0]), _as_number(name, value[1])
-    raise ValueError(f"{name} must be [min, max] milliseconds, got {value!r}")
-
-
-def _as_channels(name: str, value: object) -> frozenset[str]:
-    # A bare string is iterable too, and would silently become a set of its characters.
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise ValueError(f"{name} must be a list of channel ids, got {value!r}")
-    items = list(value)
-    if not all(isinstance(item, str) for item in items):
-        raise ValueError(f"{name} must be a list of channel ids, got {value!r}")
-    return frozenset(items)
-
-
-def _as_optional_channels(name: str, value: object) -> frozenset[str] | None:
-    return None if value is None else _as_channels(name, value)
-
-
-_COERCERS: dict[str, Callable[[str, object], object]] = {
-    "appid": _as_str,
-    "key": _as_str,
-    "latency_ms": _as_latency,
-    "offline_channels": _as_channels,
-    "live_channels": _as_optional_channels,
-    "missing_channels": _as_channels,
-    "error_rate": _as_number,
-    "http_error_rate": _as_number,
-    "hang_rate": _as_number,
-    "max_running": _as_int,
-    "daily_quota": _as_int,
-    "clock_skew_tolerance_s": _as_number,
-    "seed": _as_optional_int,
-}

@@ -6,7 +6,7 @@ import pytest
 
 from highlight.broker import EmbeddedBroker
 from highlight.simulator import LiveSimulator, SimulatorConfig
-from tests.harness import APPID, KEY, Names
+from tests.harness import APIS, APPID, KEY, SECRET_ID, SECRET_KEY, Names
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +26,18 @@ def names(request: pytest.FixtureRequest) -> Names:
     return Names.unique(request.node.name[:24].replace("[", "-").replace("]", ""))
 
 
+def simulator_config(**changes: object) -> SimulatorConfig:
+    """The simulator holding the same credentials as every test instance (tests.harness.service_env)."""
+    return SimulatorConfig(appid=APPID, key=KEY, secret_id=SECRET_ID, secret_key=SECRET_KEY, **changes)  # type: ignore[arg-type]  # changes are SimulatorConfig fields
+
+
 @pytest.fixture
 async def simulator() -> AsyncIterator[LiveSimulator]:
-    async with LiveSimulator(SimulatorConfig(appid=APPID, key=KEY, seed=7)) as sim:
+    async with LiveSimulator(simulator_config(seed=7)) as sim:
         yield sim
+
+
+@pytest.fixture(params=APIS)
+def api(request: pytest.FixtureRequest) -> str:
+    """The recording backend: tests that take it run once per HIGHLIGHT_LIVE_API."""
+    return str(request.param)

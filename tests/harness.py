@@ -31,6 +31,18 @@ SECRET_KEY = "test-cloud-secret-key-9f8e7d6c5b4a"
 REGION = "gz"
 DOMAIN = "play.example.com"
 APIS = ("live_tape_start", "create_record", "create_live_record")
+# The code each API answers for a stream that is not pushing (the simulator's offline_channels).
+NOT_LIVE = {
+    "live_tape_start": "1301",
+    "create_record": "5100",
+    "create_live_record": "ResourceUnavailable.StreamNotExist",
+}
+# A one-shot fault that refuses a moment for good, in each API's own words.
+REFUSE_ONCE = {
+    "live_tape_start": "ret:1301",
+    "create_record": "ret:5100",
+    "create_live_record": "error:ResourceUnavailable.StreamNotExist",
+}
 
 
 @dataclass(frozen=True)

@@ -56,14 +56,27 @@ MALFORMED: dict[str, tuple[bytes, str]] = {
         orjson.dumps({"event_id": "e", "channel_id": "", "occurred_at": "2001-01-01T00:00:00Z"}),
         "schema_violation",
     ),
+    "control-character-in-channel": (
+        orjson.dumps({"event_id": "e", "channel_id": "a\nb", "occurred_at": NOW}),
+        "schema_violation",
+    ),
+    "channel-id-too-long": (
+        orjson.dumps({"event_id": "e", "channel_id": "c" * 257, "occurred_at": NOW}),
+        "schema_violation",
+    ),
+    # Larger than HIGHLIGHT_MAX_MOMENT_BYTES (64 KiB): refused before it is decoded.
+    "too-large": (
+        orjson.dumps({"event_id": "e", "channel_id": "c", "occurred_at": NOW, "attributes": {"x": "y" * 70_000}}),
+        "too_large",
+    ),
 }
 
 
 async def test_malformed_moments_reach_the_dead_letter_topic_with_original_bytes_and_reasons(
-    bootstrap: str, names: Names, simulator: LiveSimulator
+    bootstrap: str, names: Names, simulator: LiveSimulator, api: str
 ) -> None:
     await create_topics(bootstrap, {names.moments: 1})
-    settings = settings_for(bootstrap, names, simulator.url)
+    settings = settings_for(bootstrap, names, simulator.url_for(api), live_api=api)
     values = [value for value, _ in MALFORMED.values()]
     await produce(bootstrap, names.moments, [*values, None, moment("good-1", "good-chan")], key=b"some-key")
     async with running(settings) as service:
@@ -91,12 +104,25 @@ async def test_malformed_moments_reach_the_dead_letter_topic_with_original_bytes
     assert len(only_good) == 1, "nothing reaches the results topic for dead letters"
 
 
-AWKWARD = ["a&b=c+d%20e/f g", "频道/直播 1", "emoji-🎮-chan", "100%+", "=&=", "slash/and\\back"]
+AWKWARD = [
+    "a&b=c+d%20e/f g",
+    "频道/直播 1",
+    "emoji-🎮-chan",
+    "100%+",
+    "=&=",
+    "slash/and\\back",
+    # Each API's own parameter names: they must arrive as the channel's text, never as parameters.
+    "x&appid=9&sign=0&interface=Live_Tape_Start",
+    "x&Action=DescribeInstances&Signature=abc&Nonce=1",
+    '{"StreamName": "other"}',
+]
 
 
-async def test_awkward_channel_ids_reach_the_api_intact(bootstrap: str, names: Names, simulator: LiveSimulator) -> None:
+async def test_awkward_channel_ids_reach_the_api_intact_and_inject_no_parameter(
+    bootstrap: str, names: Names, simulator: LiveSimulator, api: str
+) -> None:
     await create_topics(bootstrap, {names.moments: 2})
-    settings = settings_for(bootstrap, names, simulator.url)
+    settings = settings_for(bootstrap, names, simulator.url_for(api), live_api=api)
     await produce(bootstrap, names.moments, [moment(f"e{i}", channel) for i, channel in enumerate(AWKWARD)])
     async with running(settings):
         got = by_event(await results(bootstrap, names.results, len(AWKWARD)))
@@ -105,6 +131,8 @@ async def test_awkward_channel_ids_reach_the_api_intact(bootstrap: str, names: N
     for i, channel in enumerate(AWKWARD):
         assert got[f"e{i}"]["status"] == "started", channel
         assert got[f"e{i}"]["channel_id"] == channel
+    parameters = {frozenset(c.query) for c in simulator.calls}
+    assert len(parameters) == 1, "every call carries the same parameter names, whatever its channel id"
 
 
 @pytest.fixture
@@ -120,16 +148,17 @@ def far_away_host_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 async def test_times_are_china_standard_time_whatever_the_host_zone(
-    bootstrap: str, names: Names, simulator: LiveSimulator, far_away_host_zone: str
+    bootstrap: str, names: Names, simulator: LiveSimulator, far_away_host_zone: str, api: str
 ) -> None:
     assert time.localtime().tm_gmtoff == 14 * 3600, "the host zone really is not CST"
     await create_topics(bootstrap, {names.moments: 1})
-    settings = settings_for(bootstrap, names, simulator.url)
+    settings = settings_for(bootstrap, names, simulator.url_for(api), live_api=api)
     await produce(bootstrap, names.moments, [moment("e1", "tz-chan")])
     async with running(settings):
         (result,) = await results(bootstrap, names.results, 1)
     (call,) = simulator.calls_for("tz-chan")
-    sent = parse_cst(call.query["Param.s.start_time"])
+    assert call.start_time is not None
+    sent = parse_cst(call.start_time)
     received = datetime.fromtimestamp(call.received_at, CST)
     assert abs(sent - received) < timedelta(seconds=2), "start_time is now, in CST"
     assert result["status"] == "started"

@@ -1,21 +1,25 @@
-"""End to end on a real broker and the project's Live simulator: every status, the call's shape, clamps."""
+"""End to end on a real broker and the project's Live simulator: every status, the call's shape, clamps.
+
+The status and clamp tests run once per recording API (the `api` fixture): only the request/response mapping
+differs between them, so the pipeline must answer the same.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from highlight.simulator import LiveSimulator
 from highlight.tape import parse_cst
-from tests.harness import Names, by_event, create_topics, moment, produce, results, running, settings_for
+from tests.harness import NOT_LIVE, Names, by_event, create_topics, moment, produce, results, running, settings_for
 
 
-async def test_each_status_is_published_once_per_moment(bootstrap: str, names: Names, simulator: LiveSimulator) -> None:
+async def test_each_status_is_published_once_per_moment(
+    bootstrap: str, names: Names, simulator: LiveSimulator, api: str
+) -> None:
     await create_topics(bootstrap, {names.moments: 3})
     simulator.set_config(offline_channels=["offline-chan"])
     simulator.inject("hang", channel="hanging-chan")
-    settings = settings_for(bootstrap, names, simulator.url, live_timeout_seconds=3.5)
+    settings = settings_for(bootstrap, names, simulator.url_for(api), live_api=api, live_timeout_seconds=3.5)
     now = {"occurred_at": moment("", "")["occurred_at"]}  # one instant: moments meant to share a key do
     await produce(
         bootstrap,
@@ -47,7 +51,9 @@ async def test_each_status_is_published_once_per_moment(bootstrap: str, names: N
     assert started["attributes"] == {"game": "cs2", "score": [1, 0]}
     assert got["dup-1"]["task_id"] == started["task_id"]
     assert got["dup-1"]["started_by"] == "start-1"
-    assert got["fail-1"]["error"]["code"] == "1301"
+    assert got["fail-1"]["error"]["code"] == NOT_LIVE[api]
+    assert {d["api"] for e, d in got.items() if e != "old-1"} == {api}, "results name the backend that called"
+    assert "api" not in got["old-1"], "no call, no backend"
     assert "start_time" in got["fail-1"]
     assert "task_id" not in got["old-1"]
     assert "start_time" not in got["old-1"]
@@ -55,6 +61,7 @@ async def test_each_status_is_published_once_per_moment(bootstrap: str, names: N
     assert "start_time" in got["doubt-1"]
     # Exactly the calls that had to be made: the duplicate, the expired one and the second in-doubt one made none.
     assert sorted(c.channel_id or "" for c in simulator.calls) == ["hanging-chan", "live-chan", "offline-chan"]
+    assert {c.api for c in simulator.calls} == {api}
 
 
 async def test_the_call_is_a_real_time_get_with_documented_parameters(
@@ -96,21 +103,24 @@ async def test_the_call_is_a_real_time_get_with_documented_parameters(
 _REQUIRED = {"Param.s.channel_id", "Param.s.start_time", "Param.s.end_time", "Param.n.task_sub_type"}
 
 
-@pytest.mark.parametrize(
-    ("requested", "expected"),
-    [(60, 300), (7200, 1800), (900, 900), (None, 300)],
-    ids=["60-becomes-300", "7200-becomes-1800", "900-stays", "default-record-seconds"],
-)
+CLAMPS = {"clamp-60": (60, 300), "clamp-7200": (7200, 1800), "clamp-900": (900, 900), "clamp-default": (None, 300)}
+
+
 async def test_recording_length_is_clamped_to_5_to_30_minutes(
-    bootstrap: str, names: Names, simulator: LiveSimulator, requested: int | None, expected: int
+    bootstrap: str, names: Names, simulator: LiveSimulator, api: str
 ) -> None:
     await create_topics(bootstrap, {names.moments: 1})
-    settings = settings_for(bootstrap, names, simulator.url)
-    fields = {} if requested is None else {"duration_seconds": requested}
-    await produce(bootstrap, names.moments, [moment("e1", "clamp-chan", **fields)])
+    settings = settings_for(bootstrap, names, simulator.url_for(api), live_api=api)
+    sent = [
+        moment(channel, channel, **({} if requested is None else {"duration_seconds": requested}))
+        for channel, (requested, _) in CLAMPS.items()
+    ]
+    await produce(bootstrap, names.moments, sent)
     async with running(settings):
-        (result,) = await results(bootstrap, names.results, 1)
-    call = simulator.calls_for("clamp-chan")[0].query
-    length = parse_cst(call["Param.s.end_time"]) - parse_cst(call["Param.s.start_time"])
-    assert length == timedelta(seconds=expected)
-    assert (result["start_time"], result["end_time"]) == (call["Param.s.start_time"], call["Param.s.end_time"])
+        got = by_event(await results(bootstrap, names.results, len(CLAMPS)))
+    for channel, (_, expected) in CLAMPS.items():
+        (call,) = simulator.calls_for(channel)
+        assert call.start_time is not None
+        assert call.end_time is not None
+        assert parse_cst(call.end_time) - parse_cst(call.start_time) == timedelta(seconds=expected), channel
+        assert (got[channel]["start_time"], got[channel]["end_time"]) == (call.start_time, call.end_time)

@@ -365,7 +365,7 @@ async def test_scripted_ret_uses_the_documented_message(sim: LiveSimulator, http
     status, _, body = await get(http, sim, make_query())
     with pytest.raises(LiveRefused) as refused:
         tape.parse_reply(status, body)
-    assert refused.value.ret == 1202
+    assert refused.value.code == "1202"
     assert refused.value.retriable
     assert str(refused.value) == "request frequency exceeds limit"
 
@@ -646,6 +646,7 @@ def test_config_from_args_reads_every_flag() -> None:
         "--appid", "99", "--key", "k", "--latency-ms", "100-300", "--offline", "a", "--offline", "b",
         "--live", "c", "--missing", "d", "--error-rate", "0.1", "--http-error-rate", "0.2",
         "--hang-rate", "0.05", "--max-running", "3", "--daily-quota", "7", "--seed", "5", "--port", "0",
+        "--secret-id", "AKIDx", "--secret-key", "sk", "--refuse-credentials",
     )  # fmt: skip
     assert config_from_args(args) == SimulatorConfig(
         appid="99",
@@ -660,6 +661,9 @@ def test_config_from_args_reads_every_flag() -> None:
         max_running=3,
         daily_quota=7,
         seed=5,
+        secret_id="AKIDx",  # noqa: S106 - a test value, not a credential
+        secret_key="sk",  # noqa: S106 - a test value, not a credential
+        refuse_credentials=True,
     )
     assert (args.host, args.port) == ("127.0.0.1", 0)
     assert config_from_args(_args()) == SimulatorConfig()
@@ -675,6 +679,7 @@ def test_config_from_args_reads_every_flag() -> None:
         (["--hang-rate", "nan"], "hang_rate"),
         (["--error-rate", "0.6", "--http-error-rate", "0.6"], "exceed 1"),
         (["--max-running", "-1"], "max_running"),
+        (["--secret-key", ""], "secret_key"),
     ],
 )
 def test_config_from_args_rejects_bad_values(argv: list[str], match: str) -> None:

@@ -1,0 +1,309 @@
+"""The Cloud API 3.0 `CreateLiveRecord` action (live.tencentcloudapi.com, version 2018-08-01), pure.
+
+A JSON POST signed with TC3-HMAC-SHA256 over the method, path, the `content-type` and `host` headers and the
+body's SHA-256, with a key derived from the secret key, the UTC date and the service. Every answer carries a
+RequestId, which is kept on the started task and on every error for Tencent support.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Literal, TypeGuard
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from highlight.backend import HttpRequest, Started
+from highlight.config import Secret
+from highlight.errors import LiveAccessRefused, LiveError, LiveInDoubt, LiveRefused, LiveUnreachable
+from highlight.tape import TapeOptions, TapeWindow
+
+API_NAME = "create_live_record"
+ACTION = "CreateLiveRecord"
+VERSION = "2018-08-01"
+SERVICE = "live"
+ALGORITHM = "TC3-HMAC-SHA256"
+CONTENT_TYPE = "application/json; charset=utf-8"
+SIGNED_HEADERS = "content-type;host"
+MAX_TASK_ID = 2**64 - 1
+
+Kind = Literal["retry", "refuse", "access", "in_doubt", "unreachable"]
+
+# Error codes, first match wins: "X.*" matches X and X.<anything>, "X*" anything starting with X, else exact.
+# Each with what it means for a moment.
+ERROR_TABLE: tuple[tuple[str, Kind], ...] = (
+    # Our SecretId/SecretKey, signature or clock (SignatureExpire is a skewed clock): every moment would fail
+    # alike, so the service pauses and probes instead of burning moments.
+    ("AuthFailure.*", "access"),
+    ("UnauthorizedOperation.*", "access"),  # CAM: the key may not call this action
+    ("IpInBlacklist", "access"),
+    ("IpNotInWhitelist", "access"),
+    # The endpoint, action, version or region we are configured with is wrong.
+    ("InvalidAction", "access"),
+    ("ActionOffline", "access"),
+    ("NoSuchProduct", "access"),
+    ("NoSuchVersion", "access"),
+    ("UnsupportedRegion", "access"),
+    ("UnsupportedProtocol", "access"),
+    # The account cannot record at all (suspended for arrears, not a Live user, VOD not activated, no funds):
+    # like a bad key, no moment can succeed until someone fixes the account.
+    ("ResourceNotFound.StopService", "access"),
+    ("ResourceNotFound.UserNotExist", "access"),
+    ("ResourceNotFound.InvalidUser", "access"),
+    ("ResourceUnavailable.InvalidVodStatus", "access"),
+    ("FailedOperation.JiFeiNoEnoughFund", "access"),
+    # Frequency limits (per account, per IP, per region): the same request may pass a little later.
+    ("RequestLimitExceeded.*", "retry"),
+    # Refused at the door before reaching the backend: nothing was created.
+    ("ServiceUnavailable.*", "unreachable"),
+    # The backend failed after accepting the request: the task may exist, so it is never re-sent.
+    ("InternalError.*", "in_doubt"),
+    # About this request: bad parameters, a stream that is not live, a channel that does not exist, the
+    # running-task or daily limit, an unsupported combination. Plain refusals, not retried.
+    ("InvalidParameter*", "refuse"),
+    ("MissingParameter", "refuse"),
+    ("UnknownParameter", "refuse"),
+    ("ResourceNotFound*", "refuse"),
+    ("ResourceUnavailable*", "refuse"),
+    ("LimitExceeded*", "refuse"),
+    ("FailedOperation*", "refuse"),
+    ("UnsupportedOperation*", "refuse"),
+)
+# Anything else: a refusal of this request, not retried.
+DEFAULT_KIND: Kind = "refuse"
+
+
+def kind_of(code: str) -> Kind:
+    for pattern, kind in ERROR_TABLE:
+        if pattern.endswith(".*"):
+            stem = pattern[:-2]
+            if code == stem or code.startswith(stem + "."):
+                return kind
+        elif pattern.endswith("*"):
+            if code.startswith(pattern[:-1]):
+                return kind
+        elif code == pattern:
+            return kind
+    return DEFAULT_KIND
+
+
+# --- TC3-HMAC-SHA256 --------------------------------------------------------------------------------------------
+
+
+def utc_date(timestamp: int) -> str:
+    """The credential scope's date: the UTC day of the timestamp, not the host's."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
+
+
+def canonical_request(method: str, path: str, query: str, content_type: str, host: str, body: bytes) -> str:
+    # Header values are lower-cased and trimmed as the TC3 documents say; the body is hashed as sent.
+    headers = f"content-type:{content_type.strip().lower()}\nhost:{host.strip().lower()}\n"
+    payload = hashlib.sha256(body).hexdigest()
+    return f"{method}\n{path}\n{query}\n{headers}\n{SIGNED_HEADERS}\n{payload}"
+
+
+def string_to_sign(timestamp: int, service: str, canonical: str) -> str:
+    scope = f"{utc_date(timestamp)}/{service}/tc3_request"
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    return f"{ALGORITHM}\n{timestamp}\n{scope}\n{digest}"
+
+
+def tc3_signature(secret_key: str, date: str, service: str, text: str) -> str:
+    """HMAC-SHA256 chain: `TC3` + key -> date -> service -> `tc3_request`, then hex HMAC of `text`."""
+    key = hmac.new(("TC3" + secret_key).encode(), date.encode(), hashlib.sha256).digest()
+    key = hmac.new(key, service.encode(), hashlib.sha256).digest()
+    key = hmac.new(key, b"tc3_request", hashlib.sha256).digest()
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def authorization(
+    secret_id: str,
+    secret_key: str,
+    *,
+    timestamp: int,
+    host: str,
+    body: bytes,
+    method: str = "POST",
+    path: str = "/",
+    query: str = "",
+    content_type: str = CONTENT_TYPE,
+    service: str = SERVICE,
+) -> str:
+    """The `Authorization` header of one request."""
+    date = utc_date(timestamp)
+    canonical = canonical_request(method, path, query, content_type, host, body)
+    signed = tc3_signature(secret_key, date, service, string_to_sign(timestamp, service, canonical))
+    return (
+        f"{ALGORITHM} Credential={secret_id}/{date}/{service}/tc3_request, "
+        f"SignedHeaders={SIGNED_HEADERS}, Signature={signed}"
+    )
+
+
+def request_host(url: str) -> str:
+    """The URL's host as the `Host` header carries it: with the port only when the URL names one."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return host if parts.port is None else f"{host}:{parts.port}"
+
+
+# --- the backend --------------------------------------------------------------------------------------------------
+
+
+class CreateLiveRecord:
+    """One signed JSON `POST` of `CreateLiveRecord` per attempt, real-time mode (`Highlight: 1`)."""
+
+    name = API_NAME
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        secret_id: str,
+        secret_key: Secret,
+        app_name: str,
+        domain_name: str | None,
+        region: str | None = None,
+    ) -> None:
+        parts = urlsplit(url)
+        self._path = parts.path or "/"
+        self._url = urlunsplit((parts.scheme, parts.netloc, self._path, "", ""))
+        self._host = request_host(url)
+        self._secret_id = secret_id
+        self._secret_key = secret_key
+        self._app_name = app_name
+        self._domain_name = domain_name
+        self._region = region
+
+    def body(self, options: TapeOptions, window: TapeWindow) -> dict[str, object]:
+        fields: dict[str, object] = {"StreamName": options.channel_id, "AppName": self._app_name}
+        domain = options.domain or self._domain_name
+        if domain:
+            fields["DomainName"] = domain
+        # Real-time mode ignores StartTime; it is sent anyway so the window on record is the one asked for.
+        fields |= {"StartTime": window.start_time, "EndTime": window.end_time, "Highlight": 1}
+        if options.file_format is not None:
+            fields["FileFormat"] = options.file_format
+        if options.record_type is not None:
+            fields["RecordType"] = options.record_type
+        if options.mix_stream is not None:
+            fields["MixStream"] = options.mix_stream
+        # CreateLiveRecord has no storage path parameter: a moment's `path` is ignored here.
+        return fields
+
+    def request(self, options: TapeOptions, window: TapeWindow, now: datetime) -> HttpRequest:
+        body = orjson.dumps(self.body(options, window))
+        timestamp = int(now.timestamp())
+        headers = {
+            "Content-Type": CONTENT_TYPE,
+            # Sent as signed: a client library normalising it (dropping a default port) would break the signature.
+            "Host": self._host,
+            "X-TC-Action": ACTION,
+            "X-TC-Version": VERSION,
+            "X-TC-Timestamp": str(timestamp),
+        }
+        if self._region:
+            headers["X-TC-Region"] = self._region
+        headers["Authorization"] = authorization(
+            self._secret_id,
+            self._secret_key.reveal(),
+            timestamp=timestamp,
+            host=self._host,
+            body=body,
+            path=self._path,
+        )
+        return HttpRequest("POST", self._url, headers=headers, body=body)
+
+    def parse(self, status: int, body: bytes) -> Started:
+        return parse_reply(status, body)
+
+
+# --- the reply ------------------------------------------------------------------------------------------------------
+
+
+def parse_reply(status: int, body: bytes) -> Started:
+    """`{"Response": {"TaskId", "RequestId"}}` or `{"Response": {"Error": {...}, "RequestId"}}`."""
+    response = _response(body)
+    request_id = _request_id(response)
+    if status >= 500 or status == 429:
+        # The gateway failed or shed load before the backend created anything.
+        raise LiveUnreachable(f"HTTP {status} from CreateLiveRecord", code=f"http_{status}", request_id=request_id)
+    error = response.get("Error") if response is not None else None
+    if isinstance(error, dict) and isinstance(error.get("Code"), str) and error["Code"]:
+        raise error_for(error["Code"], str(error.get("Message") or ""), request_id)
+    if not 200 <= status < 300:
+        # No API error behind a 3xx/4xx: the URL does not lead to the 3.0 API.
+        raise LiveAccessRefused(
+            f"HTTP {status} from CreateLiveRecord without an API error: check the URL ({_snippet(body)})",
+            code=f"http_{status}",
+            request_id=request_id,
+        )
+    task_id = _parse_task_id(response.get("TaskId")) if response is not None and error is None else None
+    if task_id is None:
+        # Success without a task id (or an unreadable answer): a recording may exist that we cannot name.
+        raise LiveInDoubt(
+            f"CreateLiveRecord answer without a valid TaskId: {_snippet(body)}",
+            code="invalid_reply",
+            request_id=request_id,
+        )
+    return Started(task_id, request_id)
+
+
+def error_for(code: str, message: str, request_id: str | None) -> LiveError:
+    """The `LiveError` an API error Code stands for (see ERROR_TABLE)."""
+    kind = kind_of(code)
+    text = message.strip() or code
+    match kind:
+        case "retry" | "refuse":
+            return LiveRefused(code, text, retriable=kind == "retry", request_id=request_id)
+        case "access":
+            return LiveAccessRefused(
+                f"CreateLiveRecord refused our credentials or endpoint: {code}: {text}",
+                code=code,
+                request_id=request_id,
+            )
+        case "in_doubt":
+            return LiveInDoubt(
+                f"CreateLiveRecord failed internally, the task may exist: {code}: {text}",
+                code=code,
+                request_id=request_id,
+            )
+        case "unreachable":
+            return LiveUnreachable(f"CreateLiveRecord unavailable: {code}: {text}", code=code, request_id=request_id)
+
+
+def _response(body: bytes) -> Mapping[str, object] | None:
+    try:
+        reply = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    response = reply.get("Response") if isinstance(reply, dict) else None
+    return response if isinstance(response, dict) else None
+
+
+def _request_id(response: Mapping[str, object] | None) -> str | None:
+    value = response.get("RequestId") if response is not None else None
+    return value if isinstance(value, str) and value else None
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    # bool is an int to Python, never to JSON.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_task_id(value: object) -> int | None:
+    # 20 digits hold any 64-bit id; longer strings would only hit int()'s conversion limit.
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
+        value = int(value)
+    if _is_int(value) and 0 <= value <= MAX_TASK_ID:
+        return value
+    return None
+
+
+def _snippet(body: bytes, limit: int = 200) -> str:
+    text = " ".join(body.decode("utf-8", errors="replace").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

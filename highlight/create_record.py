@@ -1,0 +1,223 @@
+"""The v2 `CreateRecord` API (live.api.qcloud.com/v2/index.php), pure: signing, the query, the reply.
+
+A signed GET whose common parameters (Timestamp, a fresh Nonce, SecretId, Signature) authenticate each
+attempt. The signature covers the parameters' raw values; the URL carries them percent-encoded, so a channel
+id with `& = + % /` or non-ASCII arrives intact and can never add a parameter of its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Literal, TypeGuard
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import orjson
+
+from highlight.backend import HttpRequest, Started
+from highlight.config import Secret
+from highlight.errors import LiveAccessRefused, LiveError, LiveInDoubt, LiveRefused, LiveUnreachable
+from highlight.tape import TapeOptions, TapeWindow
+
+API_NAME = "create_record"
+ACTION = "CreateRecord"
+DEFAULT_PATH = "/v2/index.php"
+SIGNATURE_METHODS = ("HmacSHA1", "HmacSHA256")
+# `tapeType=1` is real-time recording: it starts when the call succeeds and the start time is ignored.
+TAPE_TYPE_REAL_TIME = "1"
+MAX_TASK_ID = 2**64 - 1
+
+Kind = Literal["retry", "refuse", "access", "in_doubt", "unreachable"]
+
+# v2's common error codes (the same table for every v2 API), each with what it means for a moment.
+ERROR_TABLE: Mapping[int, Kind] = {
+    4000: "refuse",  # bad parameter: this moment's request is wrong and will stay wrong
+    # Credentials and CAM (4100 signature/auth, 4101-4110 sub-account and key checks): ours, not the moment's.
+    # The service pauses and probes instead of burning moments on a key that cannot work.
+    4100: "access",
+    4101: "access",
+    4102: "access",
+    4103: "access",
+    4104: "access",
+    4105: "access",
+    4106: "access",
+    4110: "access",
+    4200: "access",  # request expired: our clock (Timestamp) is off; every moment would fail alike
+    4300: "access",  # access denied: the account is blocked or outside the API's users
+    4400: "retry",  # quota or request frequency exceeded: may pass a little later (the documents: >= 3 s)
+    4500: "retry",  # replay (a Nonce seen before): the next attempt signs with a fresh Nonce
+    4600: "access",  # protocol not supported (HTTP where HTTPS is required): our URL is wrong
+    # The backend failed after accepting the request: the task may exist, so it is never re-sent.
+    6000: "in_doubt",
+    6100: "access",  # the module does not support this version: our endpoint is wrong
+    6200: "unreachable",  # the API is temporarily unavailable: refused at the door, nothing created
+}
+# Everything else (5000 resource does not exist, 5100 operation failed, ...) is about this request:
+# a plain refusal, not retried.
+DEFAULT_KIND: Kind = "refuse"
+
+
+def default_nonce() -> int:
+    return secrets.randbelow(2**31 - 1) + 1
+
+
+def sign_string(method: str, host: str, path: str, params: Mapping[str, str]) -> str:
+    """`GET` + host + path + `?` + `k=v` sorted by name, joined by `&`: the values raw, never URL-encoded."""
+    pairs = "&".join(f"{name}={params[name]}" for name in sorted(params) if name != "Signature")
+    return f"{method}{host}{path}?{pairs}"
+
+
+def signature(secret_key: str, text: str, method: str = "HmacSHA1") -> str:
+    """base64(HMAC(secret_key, text)), SHA-1 or SHA-256 as `SignatureMethod` says."""
+    if method not in SIGNATURE_METHODS:
+        raise ValueError(f"SignatureMethod must be one of {', '.join(SIGNATURE_METHODS)}, got {method!r}")
+    digest = hashlib.sha256 if method == "HmacSHA256" else hashlib.sha1
+    mac = hmac.new(secret_key.encode(), text.encode(), digest)
+    return base64.b64encode(mac.digest()).decode("ascii")
+
+
+def signed_host(url: str) -> str:
+    """The URL's host as the `Host` header carries it: with the port only when the URL names one."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return host if parts.port is None else f"{host}:{parts.port}"
+
+
+def encode_query(params: Mapping[str, str]) -> str:
+    # RFC 3986 percent-encoding of names and values (space as %20, `+` as %2B): a form decoder and a strict
+    # one read the same string, so what was signed is what arrives.
+    return "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in sorted(params.items()))
+
+
+class CreateRecord:
+    """One signed `GET /v2/index.php?Action=CreateRecord` per attempt."""
+
+    name = API_NAME
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        secret_id: str,
+        secret_key: Secret,
+        region: str,
+        signature_method: str = "HmacSHA1",
+        nonce: Callable[[], int] | None = None,
+    ) -> None:
+        if signature_method not in SIGNATURE_METHODS:
+            raise ValueError(f"signature_method must be one of {', '.join(SIGNATURE_METHODS)}")
+        parts = urlsplit(url)
+        path = parts.path or DEFAULT_PATH
+        self._base = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+        self._host = signed_host(url)
+        self._path = path
+        self._secret_id = secret_id
+        self._secret_key = secret_key
+        self._region = region
+        self._method = signature_method
+        self._nonce = nonce or default_nonce
+
+    def params(self, options: TapeOptions, window: TapeWindow, now: datetime) -> dict[str, str]:
+        """The signed parameters of one attempt (a fresh Nonce each call)."""
+        # v2 CreateRecord has no file format, record type, domain, path or mix-stream parameters: a moment's
+        # options beyond the channel are ignored here (the recording takes the account's defaults).
+        params = {
+            "Action": ACTION,
+            "channelId": options.channel_id,
+            "startTime": window.start_time,
+            "endTime": window.end_time,
+            "tapeType": TAPE_TYPE_REAL_TIME,
+            "Region": self._region,
+            "Timestamp": str(int(now.timestamp())),
+            "Nonce": str(self._nonce()),
+            "SecretId": self._secret_id,
+        }
+        # HmacSHA1 is the default when SignatureMethod is absent; sending it only for SHA-256 keeps the
+        # SHA-1 requests identical to the documents' examples.
+        if self._method == "HmacSHA256":
+            params["SignatureMethod"] = self._method
+        text = sign_string("GET", self._host, self._path, params)
+        params["Signature"] = signature(self._secret_key.reveal(), text, self._method)
+        return params
+
+    def request(self, options: TapeOptions, window: TapeWindow, now: datetime) -> HttpRequest:
+        query = encode_query(self.params(options, window, now))
+        # Host is sent as signed: a client library normalising it (dropping a default port) would break it.
+        return HttpRequest("GET", f"{self._base}?{query}", headers={"Host": self._host})
+
+    def parse(self, status: int, body: bytes) -> Started:
+        return parse_reply(status, body)
+
+
+def parse_reply(status: int, body: bytes) -> Started:
+    """`{code, message, task_id}`: the started task, or the classified reason there is none."""
+    if status >= 500 or status == 429:
+        # The gateway failed or shed load before the backend created anything.
+        raise LiveUnreachable(f"HTTP {status} from CreateRecord", code=f"http_{status}")
+    try:
+        reply = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        reply = None
+    code = reply.get("code") if isinstance(reply, dict) else None
+    if isinstance(code, str) and code.isascii() and code.lstrip("-").isdigit() and len(code) <= 9:
+        # Some v2 services quote their codes ("code": "5100").
+        code = int(code)
+    if not _is_int(code) or not isinstance(reply, dict):
+        if not 200 <= status < 300:
+            # No API answer behind a 3xx/4xx: the URL does not lead to the v2 API.
+            raise LiveAccessRefused(
+                f"HTTP {status} from CreateRecord without an API error: check the URL ({_snippet(body)})",
+                code=f"http_{status}",
+            )
+        raise LiveInDoubt(f"unreadable CreateRecord reply: {_snippet(body)}", code="invalid_reply")
+    message = str(reply.get("message") or "")
+    if code != 0:
+        raise error_for(code, message)
+    if not 200 <= status < 300:
+        raise LiveAccessRefused(f"HTTP {status} from CreateRecord with code 0: check the URL", code=f"http_{status}")
+    task_id = _parse_task_id(reply.get("task_id"))
+    if task_id is None:
+        # code 0 says a recording started, but without its id we cannot answer for it.
+        raise LiveInDoubt(f"code 0 without a valid task_id: {_snippet(body)}", code="invalid_reply")
+    return Started(task_id)
+
+
+def error_for(code: int, message: str) -> LiveError:
+    """The `LiveError` an API error code stands for (see ERROR_TABLE)."""
+    kind = ERROR_TABLE.get(code, DEFAULT_KIND)
+    text = message.strip() or f"code {code}"
+    name = str(code)
+    match kind:
+        case "retry" | "refuse":
+            return LiveRefused(name, text, retriable=kind == "retry")
+        case "access":
+            return LiveAccessRefused(f"CreateRecord refused our credentials or endpoint: {text}", code=name)
+        case "in_doubt":
+            return LiveInDoubt(f"CreateRecord failed internally, the task may exist: {text}", code=name)
+        case "unreachable":
+            return LiveUnreachable(f"CreateRecord unavailable: {text}", code=name)
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    # bool is an int to Python, never to JSON.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_task_id(value: object) -> int | None:
+    # 20 digits hold any 64-bit id; longer strings would only hit int()'s conversion limit.
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
+        value = int(value)
+    if _is_int(value) and 0 <= value <= MAX_TASK_ID:
+        return value
+    return None
+
+
+def _snippet(body: bytes, limit: int = 200) -> str:
+    text = " ".join(body.decode("utf-8", errors="replace").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,100 @@
+"""How the simulator reads a call of each API off the wire, and what its checks make of it.
+
+Reading only: `highlight.simulator` decides on channels, quotas and faults, keeps the state and answers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from highlight import simulator_cloud as cloud
+from highlight import simulator_rules as rules
+from highlight import simulator_v2 as v2
+from highlight.simulator_rules import Accepted, Answer, Dialect, SimulatorConfig
+
+LEGACY = rules.LegacyDialect()
+V2 = v2.V2Dialect()
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One call as read, with the verdict of its protocol's checks (access and parameters)."""
+
+    dialect: Dialect
+    verdict: Answer | Accepted
+    received_at: float
+    # The parameters as received: the decoded query (legacy, v2) or the JSON body's fields as strings (3.0).
+    query: dict[str, str]
+    raw_query: str
+    channel_id: str | None
+    start_time: str | None
+    end_time: str | None
+    request_id: str | None = None
+
+
+async def read_live_tape_start(request: web.Request, config: SimulatorConfig, now: Callable[[], float]) -> Incoming:
+    raw_query = request.rel_url.raw_query_string
+    # Like a CGI form parser, a POST body counts only when it is declared a form.
+    if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
+        body = (await request.read()).decode("utf-8", errors="replace")
+        raw_query = "&".join(part for part in (raw_query, body) if part)
+    # Form decoding, as the documents' examples encode: `+` is a space, %xx are UTF-8 bytes.
+    query = first_values(parse_qsl(raw_query, keep_blank_values=True, errors="replace"))
+    at = now()
+    refusal = rules.check_access(query, config, at)
+    checked = refusal or rules.check_parameters(query, at, config.clock_skew_tolerance_s)
+    verdict = rules.legacy_answer(checked) if isinstance(checked, rules.Refusal) else checked
+    start, end = query.get(rules.START_TIME), query.get(rules.END_TIME)
+    return Incoming(LEGACY, verdict, at, query, raw_query, query.get(rules.CHANNEL_ID), start, end)
+
+
+def read_create_record(
+    request: web.Request,
+    config: SimulatorConfig,
+    now: Callable[[], float],
+    nonce_is_fresh: Callable[[str, float], bool],
+) -> Incoming:
+    raw_query = request.rel_url.raw_query_string
+    # PHP's form decoding: `+` is a space, %xx are UTF-8 bytes.
+    pairs = parse_qsl(raw_query, keep_blank_values=True, errors="replace")
+    # The Host header as the client sent it: it is part of what was signed.
+    host = request.headers.get("Host", "")
+    at = now()
+    verdict = v2.check(pairs, host, request.rel_url.raw_path, config, at, lambda nonce: nonce_is_fresh(nonce, at))
+    query = first_values(pairs)
+    start, end = query.get("startTime"), query.get("endTime")
+    return Incoming(V2, verdict, at, query, raw_query, query.get("channelId"), start, end)
+
+
+async def read_create_live_record(request: web.Request, config: SimulatorConfig, now: Callable[[], float]) -> Incoming:
+    body = await request.read()
+    at = now()
+    dialect = cloud.CloudDialect(str(uuid.uuid4()))
+    verdict = cloud.check(request.method, request.rel_url.raw_path, request.headers, body, config, at, dialect)
+    fields = cloud.read_body(body)
+    query = cloud.as_query(fields)
+    stream = fields.get("StreamName") if fields is not None else None
+    return Incoming(
+        dialect,
+        verdict,
+        at,
+        query,
+        body.decode("utf-8", errors="replace"),
+        stream if isinstance(stream, str) else None,
+        query.get("StartTime"),
+        query.get("EndTime"),
+        dialect.request_id,
+    )
+
+
+def first_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    # First value wins, like the fcgi gateway; the v2 checks refuse duplicates outright.
+    query: dict[str, str] = {}
+    for name, value in pairs:
+        query.setdefault(name, value)
+    return query

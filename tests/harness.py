@@ -26,8 +26,8 @@ APPID = "1234"
 KEY = "test-secret-key-5d41402abc4b2a76"
 # Cloud API credentials (create_record, create_live_record); every test instance carries all of them, and
 # HIGHLIGHT_LIVE_API (the `live_api=` override) picks the backend.
-SECRET_ID = "AKIDtestsecretid0123456789"
-SECRET_KEY = "test-cloud-secret-key-9f8e7d6c5b4a"
+SECRET_ID = "AKIDtestsecretid0123456789"  # noqa: S105 -- a made-up test credential
+SECRET_KEY = "test-cloud-secret-key-9f8e7d6c5b4a"  # noqa: S105 -- a made-up test credential
 REGION = "gz"
 DOMAIN = "play.example.com"
 APIS = ("live_tape_start", "create_record", "create_live_record")

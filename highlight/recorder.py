@@ -35,6 +35,11 @@ log = structlog.get_logger("highlight.recorder")
 ORIGIN_TOPIC_HEADER = "highlight.origin.topic"
 ORIGIN_PARTITION_HEADER = "highlight.origin.partition"
 ORIGIN_OFFSET_HEADER = "highlight.origin.offset"
+_ORIGIN_FIELDS = {
+    ORIGIN_TOPIC_HEADER: "origin_topic",
+    ORIGIN_PARTITION_HEADER: "origin_partition",
+    ORIGIN_OFFSET_HEADER: "origin_offset",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +142,7 @@ class Recorder:
             offset=record.offset,
             channel_id=moment.channel_id,
             event_id=moment.event_id,
+            **_origin(record),
         )
         decision = decide(moment, self._state.get(index, key), self._clock(), self._rec.max_event_age_seconds)
         entry: Entry | None
@@ -280,6 +286,11 @@ async def _withdraw(state: StateStore, index: int, key: DedupKey, previous: Entr
         await state.put(index, key, previous)
     except Exception:
         log.warning("intent_withdraw_failed", channel=key[0], bucket=key[1])
+
+
+def _origin(record: Record) -> dict[str, str]:
+    """Where a re-keyed moment was first published: what an engineer searching for it knows."""
+    return {_ORIGIN_FIELDS[k]: v.decode(errors="replace") for k, v in record.headers if k in _ORIGIN_FIELDS}
 
 
 def _without_origin(headers: tuple[tuple[str, bytes], ...]) -> list[tuple[str, bytes]]:

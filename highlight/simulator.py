@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import heapq
 import random
+import re
 import ssl
 import time
 from collections import Counter, deque
@@ -71,6 +72,9 @@ class SimCall:
     end_time: str | None = None
     # The RequestId of the answer (3.0 only).
     request_id: str | None = None
+    # The request's signature (`sign`, `Signature`, or the TC3 Authorization's), for tests that must find it
+    # nowhere else, such as in the client's logs.
+    signature: str | None = None
 
 
 @dataclass(frozen=True)
@@ -238,6 +242,7 @@ class LiveSimulator:
             start_time=incoming.start_time,
             end_time=incoming.end_time,
             request_id=incoming.request_id,
+            signature=_signature_of(request, incoming.query),
         )
         self.calls.append(call)
         log.debug(
@@ -346,6 +351,11 @@ class LiveSimulator:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._stopping.wait()
+
+
+def _signature_of(request: web.Request, query: dict[str, str]) -> str | None:
+    found = re.search(r"Signature=([0-9A-Fa-f]+)", request.headers.get("Authorization", ""))
+    return found[1] if found else query.get("sign") or query.get("Signature")
 
 
 def _answered(answer: Answer) -> _Plan:

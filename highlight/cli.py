@@ -26,7 +26,8 @@ EXIT_CONFIG = 78  # a topic is misconfigured (a refused Live credential pauses t
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="highlight",
-        description="Highlight moments from Kafka start real-time Live_Tape_Start recordings, one result per moment.",
+        description="Highlight moments from Kafka start real-time Tencent Cloud Live recordings (Live_Tape_Start, "
+        "CreateRecord or CreateLiveRecord), one result per moment.",
     )
     parser.add_argument("--version", action="version", version=f"highlight {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -44,9 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = commands.add_parser(
         "simulate-live",
-        help="serve a faithful simulator of the Live_Tape_Start endpoint",
-        description="A local stand-in for http://fcgi.video.qcloud.com/common_access: checks sign, t, appid, "
-        "parameters and CST times, enforces real-time limits and quotas, and can inject faults.",
+        help="serve a faithful simulator of the Live recording APIs",
+        description="A local stand-in for Live_Tape_Start (/common_access), CreateRecord (/v2/index.php) and "
+        "CreateLiveRecord (POST /): checks signatures, parameters and CST times, enforces real-time limits and "
+        "quotas, and can inject faults.",
     )
     simulator.add_arguments(simulate)
 
@@ -143,7 +145,12 @@ def _simulate(args: argparse.Namespace) -> int:
 
     async def serve(stop: asyncio.Event) -> None:
         def ready(url: str) -> None:
-            print(f"Live API simulator listening on {url} (appid {sim_config.appid})", flush=True)
+            origin = url.removesuffix("/common_access")
+            print(
+                f"Live API simulator listening on {url} (appid {sim_config.appid}), "
+                f"{origin}/v2/index.php and {origin}/ (SecretId {sim_config.secret_id})",
+                flush=True,
+            )
 
         server = asyncio.create_task(simulator.serve(sim_config, args.host, args.port, ready=ready))
         waiter = asyncio.create_task(stop.wait())

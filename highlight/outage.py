@@ -129,8 +129,11 @@ class LiveGate:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await self._changed.wait()
-            finally:
+            except BaseException:
                 self._waiting.discard(task)
+                self._reopen_if_nobody_can_probe()
+                raise
+            self._waiting.discard(task)
 
     def _settle(self, attempt: Attempt) -> None:
         probing = self._prober is not None and self._prober is asyncio.current_task()
@@ -144,8 +147,21 @@ class LiveGate:
                 self._probe_failed(reason, error)
         elif attempt.answered and not self._available:
             self._recover()
-        # A probe that ended without an answer (cancelled) frees the turn for the next waiter.
+        elif probing:
+            # A probe that ended without an answer (cancelled, or its moment too old by now) frees the turn for
+            # the next waiter, if there is one.
+            self._reopen_if_nobody_can_probe()
         self._changed.set()
+
+    def _reopen_if_nobody_can_probe(self) -> None:
+        """Probes are made by waiting moments, and fetching is paused meanwhile: with none left (released by a
+        revoke, expired) nothing would ever probe again. Reopen unproven; the next call shows whether the
+        outage persists, and closes the gate again if it does."""
+        if self._available or self._closed or self._waiting or self._prober is not None:
+            return
+        self._available = True
+        self._on_change(True)
+        log.info("live_api_gate_reopened", reason=self._reason, note="no moment left to probe with; unproven")
 
     def _enter(self, reason: str, error: LiveError) -> None:
         now = self._clock()

@@ -147,8 +147,11 @@ class Recorder:
         decision = decide(moment, self._state.get(index, key), self._clock(), self._rec.max_event_age_seconds)
         entry: Entry | None
         if decision.verdict is Verdict.CALL:
-            entry = await self._call(moment, index, key, mlog)
-            status = entry.phase.value
+            try:
+                entry = await self._call(moment, index, key, mlog)
+                status = entry.phase.value
+            except _OutlivedOutage:
+                entry, status = None, "expired"
         else:
             entry, status = decision.entry, decision.status or "expired"
         document = result_document(moment, bucket, self._rec.bucket_seconds, status, entry, self._clock())
@@ -179,6 +182,7 @@ class Recorder:
         options = moment.tape_options(self._rec.record_seconds)
         live = self._settings.live
         budget = live.max_attempts
+        held = False  # waited out an outage: the moment may have grown too old meanwhile
         tries = 0
         last_try: float | None = None
         written = False
@@ -192,6 +196,9 @@ class Recorder:
                     async with self._limiter:
                         pass
                     now = self._clock()
+                    if held and (now - moment.occurred_at).total_seconds() > self._rec.max_event_age_seconds:
+                        # A real-time recording now would capture the wrong minutes, as for any late moment.
+                        raise _OutlivedOutage
                     window = window_at(now, options.record_seconds)
                     tries += 1
                     budget -= 1
@@ -239,6 +246,7 @@ class Recorder:
                 # Not this moment's fault: put the key back as it was, wait for the API, then a fresh budget.
                 await self._state.put(index, key, previous)
                 budget = live.max_attempts
+                held = True
                 continue
             if outcome.retriable and budget > 0:
                 self._metrics.retries.labels(self._api, _result_class(outcome)).inc()
@@ -258,6 +266,10 @@ class Recorder:
             break
         await self._state.put(index, key, entry)
         return entry
+
+
+class _OutlivedOutage(Exception):
+    """The moment waited out an outage for longer than HIGHLIGHT_MAX_EVENT_AGE_SECONDS: `expired`."""
 
 
 def _unavailable(outcome: Started | LiveError, budget: int, available: bool) -> str | None:

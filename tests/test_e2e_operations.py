@@ -269,3 +269,25 @@ async def test_refused_credentials_do_not_stop_run_in_process(
         await run
     assert result["status"] == "started", "the probe 3 s later found the API accepting us again"
     assert result["attempts"] == 2
+
+
+async def test_a_moment_that_outlives_an_outage_is_answered_expired_not_recorded_late(
+    bootstrap: str, names: Names, simulator: LiveSimulator, ops_port: int
+) -> None:
+    await create_topics(bootstrap, {names.moments: 1})
+    settings = settings_for(bootstrap, names, simulator.url, metrics_port=ops_port, max_event_age_seconds=4)
+    async with running(settings):
+        await wait_ready(ops_port, 200)
+        simulator.set_config(refuse_credentials=True)
+        await produce(bootstrap, names.moments, [moment("late-1", "late-chan")])
+        await wait_ready(ops_port, 503, containing="credentials", timeout=15)
+        await asyncio.sleep(5)
+        simulator.set_config(refuse_credentials=False)
+        result = await result_of(bootstrap, names.results, "late-1", timeout=30)
+        # Its probe turn found it too old, so it made no call; with no moment left to probe, fetching resumes.
+        await wait_ready(ops_port, 200, timeout=5)
+        await produce(bootstrap, names.moments, [moment("fresh-1", "fresh-chan")])
+        fresh = await result_of(bootstrap, names.results, "fresh-1", timeout=30)
+    assert result["status"] == "expired"
+    assert simulator.tasks == [t for t in simulator.tasks if t.channel_id == "fresh-chan"]
+    assert fresh["status"] == "started"

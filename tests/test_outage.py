@@ -168,3 +168,44 @@ async def test_outage_is_logged_once_per_interval_not_per_probe() -> None:
     assert events.count("live_api_unavailable") == 2
     assert events[-1] == "live_api_recovered"
     assert logs[0]["log_level"] == "error"
+
+
+async def test_a_probe_abandoned_with_nobody_else_waiting_reopens_the_gate_unproven() -> None:
+    changes: list[bool] = []
+    gate = _gate(changes, first=0.01)
+    await _fail(gate)
+    async with gate.attempt():
+        pass  # its moment expired meanwhile: no call, no answer
+    assert gate.available, "with fetching paused, nothing else would ever probe"
+    assert changes == [False, True]
+
+
+async def test_releasing_the_last_waiter_reopens_the_gate_so_new_moments_can_probe() -> None:
+    gate = _gate(first=10)
+    await _fail(gate)
+    waiter = asyncio.create_task(_succeed(gate))
+    await asyncio.sleep(0.02)
+    gate.release_waiting({waiter})
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert gate.available
+
+
+async def test_after_shutdown_no_new_call_is_admitted_and_the_gate_stays_as_it_was() -> None:
+    gate = _gate(first=10)
+    await _fail(gate)
+    waiter = asyncio.create_task(_succeed(gate))
+    await asyncio.sleep(0.02)
+    gate.release_waiting()
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert waiter.cancelled()
+    assert not gate.available
+    with pytest.raises(asyncio.CancelledError):
+        await _succeed(gate)
+
+
+async def test_retry_spacing_is_kept_by_the_gate_even_while_available() -> None:
+    gate = _gate()
+    started = time.monotonic()
+    async with gate.attempt(not_before=started + 0.2) as attempt:
+        attempt.reached()
+    assert time.monotonic() - started >= 0.19

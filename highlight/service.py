@@ -129,6 +129,8 @@ class Service(RebalanceHandler):
             await stack.aclose()
             raise
         self._entered = True
+        if not self.settings.live.tls_verify:
+            log.warning("live_tls_verification_off", note="HIGHLIGHT_LIVE_TLS_VERIFY=false is for testing only")
         log.info(
             "service_started",
             brokers=kafka.bootstrap_servers,

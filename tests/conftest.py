@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from highlight.broker import EmbeddedBroker
+from highlight.broker import EmbeddedBroker, free_port
 from highlight.simulator import LiveSimulator, SimulatorConfig
 from tests.harness import APIS, APPID, KEY, SECRET_ID, SECRET_KEY, Names
 
@@ -41,3 +41,9 @@ async def simulator() -> AsyncIterator[LiveSimulator]:
 def api(request: pytest.FixtureRequest) -> str:
     """The recording backend: tests that take it run once per HIGHLIGHT_LIVE_API."""
     return str(request.param)
+
+
+@pytest.fixture
+def ops_port() -> int:
+    """A free port for an instance's /metrics, /healthz and /readyz."""
+    return free_port()

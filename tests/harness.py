@@ -14,9 +14,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
 
 from highlight import config, schemas
 from highlight.config import Settings
@@ -261,3 +263,43 @@ async def wait_until(predicate: Callable[[], bool], *, timeout: float = 30.0, wh
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+# --- the ops endpoint ------------------------------------------------------------------------------
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(port: int) -> Samples:
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def readyz(port: int) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/readyz") as response:
+        return response.status, await response.text()
+
+
+async def wait_ready(port: int, want: int, *, containing: str = "", timeout: float = 30.0) -> str:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            status, text = await readyz(port)
+        except aiohttp.ClientConnectionError:
+            status, text = 0, "not listening"
+        if status == want and containing in text:
+            return text
+        if loop.time() > deadline:
+            raise AssertionError(f"/readyz stayed {status} ({text.strip()}), wanted {want} {containing}")
+        await asyncio.sleep(0.1)

@@ -22,7 +22,8 @@ from highlight.config import Secret
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 MASK = "********"
 # Live_Tape_Start `sign=<md5>`, v2 `Signature=<base64>`, TC3 `Signature=<hex>` inside an Authorization header.
-SIGNATURES = re.compile(r"(?i)\b(sign|signature)(=|%3D)[^&\s,'\"]+")
+SIGNATURE = r"\b(sign|signature)(=|%3D)[^&\s,'\"]+"
+SIGNATURES = re.compile(SIGNATURE, re.IGNORECASE)
 # Shorter values are too likely to occur by chance to be worth masking (and would mask half a line).
 MIN_SECRET_LENGTH = 4
 
@@ -42,11 +43,19 @@ class Redactor:
     """A structlog processor masking secret values and signatures in every string of an event."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets = sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
+        kept = sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
+        # One pass of one compiled pattern per string: this runs for every log line, one per moment at least.
+        alternatives = [re.escape(secret) for secret in kept] + [f"(?i:{SIGNATURE})"]
+        self._pattern = re.compile("|".join(alternatives))
+        self._secrets = frozenset(kept)
 
     def __call__(self, logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+        search = self._pattern.search
         for name, value in event.items():
-            if isinstance(value, str | dict | list | tuple | BaseException):
+            if type(value) is str:
+                if search(value) is not None:
+                    event[name] = self._pattern.sub(self._mask, value)
+            elif isinstance(value, dict | list | tuple | BaseException):
                 event[name] = self._clean(value)
         return event
 
@@ -62,12 +71,16 @@ class Redactor:
         return value
 
     def text(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        if "ign" in text or "IGN" in text:
-            text = SIGNATURES.sub(lambda m: f"{m[1]}{m[2]}{MASK}", text)
-        return text
+        if self._pattern.search(text) is None:
+            return text
+        return self._pattern.sub(self._mask, text)
+
+    def _mask(self, match: re.Match[str]) -> str:
+        found = match[0]
+        if found in self._secrets:
+            return MASK
+        signature = SIGNATURES.fullmatch(found)
+        return f"{signature[1]}{signature[2]}{MASK}" if signature else MASK
 
 
 class _RedactingFilter(logging.Filter):

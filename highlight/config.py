@@ -1,20 +1,49 @@
 """Configuration, built once: environment, then `highlight run --flags` on top, into frozen dataclasses.
 
-Nothing else in the package reads `os.environ`. Each setting is declared once in `SETTINGS`; the CLI builds its
-flags and `--help` from the same table, so a name cannot drift between the two.
+Nothing else in the package reads `os.environ`. Each setting is declared once in `highlight.config_table`; the
+CLI builds its flags and `--help` from the same table, so a name cannot drift between the two.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
+from highlight.config_table import (
+    DEFAULT_LIVE_URLS,
+    ENV_DEFAULTS,
+    KAFKA_SASL_MECHANISMS,
+    KAFKA_SECURITY_PROTOCOLS,
+    LIVE_APIS,
+    MAX_MOMENT_BYTES_LIMIT,
+    SETTINGS,
+    Setting,
+    add_arguments,
+)
 from highlight.errors import ConfigError
+
+_SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
+_TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
+
+__all__ = [
+    "DEFAULT_LIVE_URLS",
+    "ENV_DEFAULTS",
+    "KAFKA_SASL_MECHANISMS",
+    "KAFKA_SECURITY_PROTOCOLS",
+    "LIVE_APIS",
+    "MAX_MOMENT_BYTES_LIMIT",
+    "SETTINGS",
+    "KafkaSettings",
+    "LiveSettings",
+    "RecorderSettings",
+    "Secret",
+    "Setting",
+    "Settings",
+    "add_arguments",
+    "load",
+]
 
 
 class Secret:
@@ -101,414 +130,6 @@ class Settings:
     metrics_port: int
     log_format: str
     log_level: str
-
-
-# --- the Live API backends -----------------------------------------------------------------------
-
-LIVE_APIS: tuple[str, ...] = ("live_tape_start", "create_record", "create_live_record")
-
-DEFAULT_LIVE_URLS: dict[str, str] = {
-    "live_tape_start": "http://fcgi.video.qcloud.com/common_access",
-    "create_record": "https://live.api.qcloud.com/v2/index.php",
-    "create_live_record": "https://live.tencentcloudapi.com/",
-}
-
-# --- Kafka security -------------------------------------------------------------------------------
-
-KAFKA_SECURITY_PROTOCOLS: tuple[str, ...] = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-KAFKA_SASL_MECHANISMS: tuple[str, ...] = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-_SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
-_TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
-
-MAX_MOMENT_BYTES_LIMIT = 16 * 1024 * 1024
-
-
-# --- parsers: each returns the value or raises ValueError with a reason -----------------------------
-
-
-def _text(raw: str) -> str:
-    if not raw.strip():
-        raise ValueError("must not be empty")
-    return raw.strip()
-
-
-def _int_between(low: int, high: int | None = None) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise ValueError(f"must be an integer, got {raw!r}") from None
-        if value < low or (high is not None and value > high):
-            bound = f">= {low}" if high is None else f"between {low} and {high}"
-            raise ValueError(f"must be {bound}, got {value}")
-        return value
-
-    return parse
-
-
-def _float_above(low: float, *, inclusive: bool) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise ValueError(f"must be a number, got {raw!r}") from None
-        if not math.isfinite(value) or value < low or (value == low and not inclusive):
-            raise ValueError(f"must be {'>=' if inclusive else '>'} {low:g}, got {raw.strip()}")
-        return value
-
-    return parse
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    """Any case in, the spelling given here out (`hmacsha1` -> `HmacSHA1`)."""
-    canonical = {choice.lower(): choice for choice in choices}
-
-    def parse(raw: str) -> str:
-        value = raw.strip()
-        # ASCII only: str.lower() folds a few other letters into ASCII ones (the Kelvin sign into k).
-        choice = canonical.get(value.lower()) if value.isascii() else None
-        if choice is None:
-            raise ValueError(f"must be one of {', '.join(choices)}, got {raw!r}")
-        return choice
-
-    return parse
-
-
-_BOOLS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
-
-
-def _bool(raw: str) -> bool:
-    value = _BOOLS.get(raw.strip().lower())
-    if value is None:
-        raise ValueError(f"must be true or false (also 1/0, yes/no, on/off), got {raw!r}")
-    return value
-
-
-def _http_url(raw: str) -> str:
-    parts = urlsplit(raw.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"must be an http(s) URL, got {raw!r}")
-    return raw.strip()
-
-
-def _appid(raw: str) -> str:
-    # The documents type appid as an int; catching a typo here beats an `appid is invalid` per moment.
-    value = raw.strip()
-    if not value.isascii() or not value.isdigit():
-        raise ValueError(f"must be the numeric Live appid, got {raw!r}")
-    return value
-
-
-def _readable_file(raw: str) -> str:
-    # Checked at start-up so a mistyped path fails here, not at the first TLS handshake minutes later.
-    path = raw.strip()
-    if not os.path.exists(path):
-        raise ValueError(f"must name a readable file, {path!r} does not exist")
-    # A FIFO or device would block or never end when read: only regular files hold certificates.
-    if not os.path.isfile(path):
-        raise ValueError(f"must name a readable file, {path!r} is not a regular file")
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as exc:
-        raise ValueError(f"must name a readable file, {path!r} cannot be read ({exc.strerror})") from None
-    return path
-
-
-@dataclass(frozen=True, slots=True)
-class Setting:
-    env: str
-    default: str | None
-    help: str
-    parse: Callable[[str], Any] = _text
-    # The HIGHLIGHT_LIVE_API values that cannot work without this setting; the others start without it.
-    required_by: tuple[str, ...] = ()
-    secret: bool = False
-    metavar: str | None = None
-    # What `--help` says when the table has no default but one is derived (the Live URL follows the api).
-    default_help: str | None = None
-    attr: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "attr", self.env.removeprefix("HIGHLIGHT_").lower())
-        unknown = set(self.required_by) - set(LIVE_APIS)
-        if unknown:
-            raise ValueError(f"{self.env}: required_by names unknown Live APIs {sorted(unknown)}")
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.attr.replace("_", "-")
-
-
-_SECRET_APIS = ("create_record", "create_live_record")
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting("HIGHLIGHT_KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka brokers, comma-separated host:port."),
-    Setting("HIGHLIGHT_MOMENTS_TOPIC", "highlight.moments", "Input topic of highlight moments."),
-    Setting("HIGHLIGHT_RESULTS_TOPIC", "highlight.recordings", "Output topic of results, keyed by channel_id."),
-    Setting(
-        "HIGHLIGHT_DLQ_TOPIC",
-        "highlight.moments.dlq",
-        "Dead-letter topic: malformed moments, original bytes.",
-    ),
-    Setting("HIGHLIGHT_GROUP_ID", "highlight-recorder", "Kafka consumer group shared by all instances."),
-    Setting(
-        "HIGHLIGHT_STATE_TOPIC",
-        "highlight.recorder.state",
-        "Compacted dedup state topic; created if missing with the moments topic's partition count.",
-    ),
-    Setting(
-        "HIGHLIGHT_REPARTITION_TOPIC",
-        None,
-        "Internal topic re-keying moments whose Kafka key is not their channel_id (default: <group id>.repartition).",
-    ),
-    Setting(
-        "HIGHLIGHT_LIVE_API",
-        "live_tape_start",
-        "Which Live API starts a recording: live_tape_start (legacy fcgi Live_Tape_Start, signed with appid and "
-        "key), create_record (API 2.0 CreateRecord, signed with SecretId/SecretKey) or create_live_record "
-        "(API 3.0 CreateLiveRecord, signed with SecretId/SecretKey).",
-        _choice(*LIVE_APIS),
-    ),
-    Setting(
-        "HIGHLIGHT_LIVE_URL",
-        None,
-        "Live API endpoint. Default by HIGHLIGHT_LIVE_API: "
-        + ", ".join(f"{api}: {url}" for api, url in DEFAULT_LIVE_URLS.items())
-        + ".",
-        _http_url,
-        default_help="default follows HIGHLIGHT_LIVE_API",
-    ),
-    Setting(
-        "HIGHLIGHT_LIVE_APPID",
-        None,
-        "Live appid, for live_tape_start.",
-        _appid,
-        required_by=("live_tape_start",),
-    ),
-    Setting(
-        "HIGHLIGHT_LIVE_KEY",
-        None,
-        "Live API auth key that signs live_tape_start calls (secret).",
-        required_by=("live_tape_start",),
-        secret=True,
-    ),
-    Setting(
-        "HIGHLIGHT_SECRET_ID",
-        None,
-        "Tencent Cloud API SecretId, for create_record and create_live_record.",
-        required_by=_SECRET_APIS,
-    ),
-    Setting(
-        "HIGHLIGHT_SECRET_KEY",
-        None,
-        "Tencent Cloud API SecretKey that signs create_record and create_live_record calls (secret).",
-        required_by=_SECRET_APIS,
-        secret=True,
-    ),
-    Setting(
-        "HIGHLIGHT_REGION",
-        None,
-        "Tencent Cloud region: the Region common parameter of create_record (e.g. gz); optional for "
-        "create_live_record, unused by live_tape_start.",
-        required_by=("create_record",),
-    ),
-    Setting(
-        "HIGHLIGHT_SIGNATURE_METHOD",
-        "HmacSHA1",
-        "Signature of create_record calls: HmacSHA1 or HmacSHA256 (other APIs ignore it).",
-        _choice("HmacSHA1", "HmacSHA256"),
-    ),
-    Setting("HIGHLIGHT_APP_NAME", "live", "Push path name (AppName) of create_live_record calls."),
-    Setting(
-        "HIGHLIGHT_DOMAIN_NAME",
-        None,
-        "Push domain (DomainName) of create_live_record calls whose moment names no domain.",
-        required_by=("create_live_record",),
-    ),
-    Setting(
-        "HIGHLIGHT_RECORD_SECONDS",
-        "300",
-        "Default recording length; any length is clamped to 300..1800 s.",
-        _int_between(1),
-        metavar="SECONDS",
-    ),
-    Setting("HIGHLIGHT_BUCKET_SECONDS", "300", "Dedup bucket size.", _int_between(1), metavar="SECONDS"),
-    Setting(
-        "HIGHLIGHT_MAX_EVENT_AGE_SECONDS",
-        "120",
-        "Older moments are answered `expired` without a call.",
-        _int_between(0),
-        metavar="SECONDS",
-    ),
-    Setting(
-        "HIGHLIGHT_MAX_MOMENT_BYTES",
-        "65536",
-        f"A moment larger than this is dead-lettered without being parsed (1..{MAX_MOMENT_BYTES_LIMIT}).",
-        _int_between(1, MAX_MOMENT_BYTES_LIMIT),
-        metavar="BYTES",
-    ),
-    Setting(
-        "HIGHLIGHT_AUTO_OFFSET_RESET",
-        "earliest",
-        "Where a new consumer group starts (earliest: nothing published before the first start is skipped).",
-        _choice("earliest", "latest"),
-    ),
-    Setting(
-        "HIGHLIGHT_KAFKA_SESSION_TIMEOUT_MS",
-        "10000",
-        "Consumer session timeout.",
-        _int_between(1000),
-        metavar="MS",
-    ),
-    Setting(
-        "HIGHLIGHT_KAFKA_FETCH_MAX_WAIT_MS",
-        "500",
-        "Longest a fetch waits for data; lower it on brokers that do not answer fetches early.",
-        _int_between(1, 60_000),
-        metavar="MS",
-    ),
-    Setting(
-        "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL",
-        "PLAINTEXT",
-        "How every Kafka client connects: " + ", ".join(KAFKA_SECURITY_PROTOCOLS) + ".",
-        _choice(*KAFKA_SECURITY_PROTOCOLS),
-    ),
-    Setting(
-        "HIGHLIGHT_KAFKA_SASL_MECHANISM",
-        None,
-        "SASL mechanism, with a SASL_* protocol: " + ", ".join(KAFKA_SASL_MECHANISMS) + ".",
-        _choice(*KAFKA_SASL_MECHANISMS),
-    ),
-    Setting("HIGHLIGHT_KAFKA_SASL_USERNAME", None, "SASL user name, with a SASL_* protocol."),
-    Setting(
-        "HIGHLIGHT_KAFKA_SASL_PASSWORD",
-        None,
-        "SASL password, with a SASL_* protocol (secret).",
-        secret=True,
-    ),
-    Setting(
-        "HIGHLIGHT_KAFKA_SSL_CAFILE",
-        None,
-        "CA bundle (PEM) that verifies the brokers, with SSL or SASL_SSL (default: the system CAs).",
-        _readable_file,
-        metavar="FILE",
-    ),
-    Setting(
-        "HIGHLIGHT_KAFKA_SSL_CERTFILE",
-        None,
-        "Client certificate (PEM) for brokers that require one, with SSL or SASL_SSL; may hold the key too.",
-        _readable_file,
-        metavar="FILE",
-    ),
-    Setting(
-        "HIGHLIGHT_KAFKA_SSL_KEYFILE",
-        None,
-        "Private key (PEM) of the client certificate, when it is not in the certificate file.",
-        _readable_file,
-        metavar="FILE",
-    ),
-    Setting(
-        "HIGHLIGHT_KAFKA_SSL_KEY_PASSWORD",
-        None,
-        "Password of an encrypted client private key (secret).",
-        secret=True,
-    ),
-    Setting(
-        "HIGHLIGHT_GROUP_INSTANCE_ID",
-        None,
-        "Static group membership id (e.g. the pod name), so rolling restarts do not reshuffle partitions.",
-    ),
-    Setting(
-        "HIGHLIGHT_METRICS_PORT",
-        "9108",
-        "Port for /metrics, /healthz and /readyz (0 disables).",
-        _int_between(0, 65535),
-        metavar="PORT",
-    ),
-    Setting(
-        "HIGHLIGHT_LIVE_TIMEOUT_SECONDS",
-        "10",
-        "HTTP timeout of one call; the documents require more than 3 s.",
-        _float_above(3, inclusive=False),
-        metavar="SECONDS",
-    ),
-    Setting(
-        "HIGHLIGHT_LIVE_MAX_ATTEMPTS",
-        "3",
-        "Attempts per moment for retriable failures (connection refused, HTTP 5xx, ret 1202).",
-        _int_between(1, 10),
-    ),
-    Setting(
-        "HIGHLIGHT_LIVE_RETRY_DELAY_SECONDS",
-        "3",
-        "Pause between attempts; never below 3 s, since a faster retry can record twice.",
-        _float_above(3, inclusive=True),
-        metavar="SECONDS",
-    ),
-    Setting(
-        "HIGHLIGHT_LIVE_MAX_RPS",
-        "20",
-        "Calls per second shared by every moment of this instance (token bucket).",
-        _float_above(0, inclusive=False),
-    ),
-    Setting(
-        "HIGHLIGHT_LIVE_CA_FILE",
-        None,
-        "CA bundle (PEM) that verifies the Live endpoint's HTTPS certificate (default: the system CAs).",
-        _readable_file,
-        metavar="FILE",
-    ),
-    Setting(
-        "HIGHLIGHT_LIVE_TLS_VERIFY",
-        "true",
-        "Verify the Live endpoint's HTTPS certificate (true/false); false is for testing only, since "
-        "anyone on the path could then read the signed calls.",
-        _bool,
-        metavar="BOOL",
-    ),
-    Setting(
-        "HIGHLIGHT_MAX_IN_FLIGHT",
-        "256",
-        "Moments fetched but not finished; the consumer pauses at this bound.",
-        _int_between(1, 100_000),
-    ),
-    Setting(
-        "HIGHLIGHT_DRAIN_TIMEOUT_SECONDS",
-        "20",
-        "On shutdown or rebalance, how long in-flight calls may finish before they are abandoned (as in_doubt).",
-        _float_above(0, inclusive=False),
-        metavar="SECONDS",
-    ),
-    Setting(
-        "HIGHLIGHT_LOG_FORMAT",
-        "auto",
-        "Log format: json, console, or auto (console on a TTY).",
-        _choice("auto", "json", "console"),
-    ),
-    Setting("HIGHLIGHT_LOG_LEVEL", "info", "Log level.", _choice("debug", "info", "warning", "error")),
-)
-
-ENV_DEFAULTS: dict[str, str | None] = {s.env: s.default for s in SETTINGS}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per setting; flags default to None so the environment shows through."""
-    group = parser.add_argument_group("settings (each flag overrides its environment variable)")
-    for setting in SETTINGS:
-        if setting.required_by:
-            default = f"required when HIGHLIGHT_LIVE_API={' or '.join(setting.required_by)}"
-        else:
-            default = setting.default_help or setting.default or "unset"
-        if setting.secret:
-            default += "; prefer the environment, flags show in `ps`"
-        group.add_argument(
-            setting.flag,
-            dest=setting.attr,
-            default=None,
-            metavar=setting.metavar or setting.attr.rsplit("_", 1)[-1].upper(),
-            help=f"{setting.help} [env {setting.env}; {default}]",
-        )
 
 
 def load(environ: Mapping[str, str], flags: argparse.Namespace | None = None) -> Settings:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from highlight import config
+from highlight import config, config_table
 from highlight.config import DEFAULT_LIVE_URLS, ENV_DEFAULTS, LIVE_APIS, Secret, Settings
 from highlight.errors import ConfigError
 
@@ -676,14 +676,14 @@ def test_tls_verify_accepts_exactly_the_bool_words(raw: str) -> None:
 def test_choices_are_read_in_any_case_and_stored_canonically(choice: str, data: st.DataObject) -> None:
     upper = data.draw(st.lists(st.booleans(), min_size=len(choice), max_size=len(choice)))
     mixed = "".join(c.upper() if up else c.lower() for c, up in zip(choice, upper, strict=True))
-    assert config._choice(*config.KAFKA_SASL_MECHANISMS, *config.KAFKA_SECURITY_PROTOCOLS)(mixed) == choice
+    assert config_table._choice(*config.KAFKA_SASL_MECHANISMS, *config.KAFKA_SECURITY_PROTOCOLS)(mixed) == choice
 
 
 def test_a_non_ascii_look_alike_is_not_a_choice() -> None:
     # U+212A KELVIN SIGN lower()s to an ASCII k.
     assert "HIGHLIGHT_LOG_LEVEL" in _error({**REQUIRED, "HIGHLIGHT_LOG_LEVEL": "\u212a"})
     with pytest.raises(ValueError, match="must be one of"):
-        config._choice("k")("\u212a")
+        config_table._choice("k")("\u212a")
 
 
 @pytest.mark.parametrize(("raw", "value"), [("1", 1), ("16777216", 16 * 1024 * 1024), (" 4096 ", 4096)])

@@ -10,6 +10,7 @@ from pathlib import Path
 from highlight.broker import free_port
 from highlight.service import Service
 from highlight.simulator import LiveSimulator
+from tests.conftest import simulator_config
 from tests.harness import (
     Names,
     by_event,
@@ -86,20 +87,13 @@ async def test_an_unreachable_endpoint_pauses_the_service_until_it_comes_up(
     await produce(bootstrap, names.moments, [moment("u-1", "down-chan")])
     async with running(settings):
         await wait_ready(ops_port, 503, containing="unreachable", timeout=20)
-        async with LiveSimulator(settings_simulator()) as simulator:
+        async with LiveSimulator(simulator_config()) as simulator:
             await simulator.stop()
             await simulator.start(port=port)
             result = await result_of(bootstrap, names.results, "u-1", timeout=30)
             await wait_ready(ops_port, 200, timeout=5)
     assert result["status"] == "started"
     assert result["attempts"] >= 3, "two refused connections, then the probe that worked"
-
-
-def settings_simulator() -> object:
-    from highlight.simulator import SimulatorConfig
-    from tests.harness import APPID, KEY
-
-    return SimulatorConfig(appid=APPID, key=KEY)
 
 
 async def test_an_operator_who_fixes_the_key_and_restarts_finds_every_waiting_moment_handled(

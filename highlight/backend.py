@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeGuard
 
 if TYPE_CHECKING:  # tape.py's own backend imports this module
     from highlight.tape import TapeOptions, TapeWindow
@@ -48,3 +48,27 @@ class Backend(Protocol):
 
 
 NonceSource = Callable[[], int]
+
+MAX_TASK_ID = 2**64 - 1
+
+
+def is_json_int(value: object) -> TypeGuard[int]:
+    # bool is an int to Python, never to JSON.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_task_id(value: object) -> int | None:
+    """A 64-bit unsigned task id, given as a JSON number or a decimal string; None for anything else."""
+    # 20 digits hold any 64-bit id; longer strings would only hit int()'s conversion limit.
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
+        value = int(value)
+    if is_json_int(value) and 0 <= value <= MAX_TASK_ID:
+        return value
+    return None
+
+
+def snippet(body: bytes | str, limit: int = 200) -> str:
+    """A reply, on one line and short, for an error message."""
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

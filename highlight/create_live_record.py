@@ -11,12 +11,12 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Literal, TypeGuard
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from highlight.backend import HttpRequest, Started
+from highlight.backend import HttpRequest, Started, parse_task_id, snippet
 from highlight.config import Secret
 from highlight.errors import LiveAccessRefused, LiveError, LiveInDoubt, LiveRefused, LiveUnreachable
 from highlight.tape import TapeOptions, TapeWindow
@@ -28,7 +28,6 @@ SERVICE = "live"
 ALGORITHM = "TC3-HMAC-SHA256"
 CONTENT_TYPE = "application/json; charset=utf-8"
 SIGNED_HEADERS = "content-type;host"
-MAX_TASK_ID = 2**64 - 1
 
 Kind = Literal["retry", "refuse", "access", "in_doubt", "unreachable"]
 
@@ -238,15 +237,15 @@ def parse_reply(status: int, body: bytes) -> Started:
     if not 200 <= status < 300:
         # No API error behind a 3xx/4xx: the URL does not lead to the 3.0 API.
         raise LiveAccessRefused(
-            f"HTTP {status} from CreateLiveRecord without an API error: check the URL ({_snippet(body)})",
+            f"HTTP {status} from CreateLiveRecord without an API error: check the URL ({snippet(body)})",
             code=f"http_{status}",
             request_id=request_id,
         )
-    task_id = _parse_task_id(response.get("TaskId")) if response is not None and error is None else None
+    task_id = parse_task_id(response.get("TaskId")) if response is not None and error is None else None
     if task_id is None:
         # Success without a task id (or an unreadable answer): a recording may exist that we cannot name.
         raise LiveInDoubt(
-            f"CreateLiveRecord answer without a valid TaskId: {_snippet(body)}",
+            f"CreateLiveRecord answer without a valid TaskId: {snippet(body)}",
             code="invalid_reply",
             request_id=request_id,
         )
@@ -288,22 +287,3 @@ def _response(body: bytes) -> Mapping[str, object] | None:
 def _request_id(response: Mapping[str, object] | None) -> str | None:
     value = response.get("RequestId") if response is not None else None
     return value if isinstance(value, str) and value else None
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    # bool is an int to Python, never to JSON.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _parse_task_id(value: object) -> int | None:
-    # 20 digits hold any 64-bit id; longer strings would only hit int()'s conversion limit.
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
-        value = int(value)
-    if _is_int(value) and 0 <= value <= MAX_TASK_ID:
-        return value
-    return None
-
-
-def _snippet(body: bytes, limit: int = 200) -> str:
-    text = " ".join(body.decode("utf-8", errors="replace").split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -13,12 +13,12 @@ import hmac
 import secrets
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Literal, TypeGuard
+from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import orjson
 
-from highlight.backend import HttpRequest, Started
+from highlight.backend import HttpRequest, Started, is_json_int, parse_task_id, snippet
 from highlight.config import Secret
 from highlight.errors import LiveAccessRefused, LiveError, LiveInDoubt, LiveRefused, LiveUnreachable
 from highlight.tape import TapeOptions, TapeWindow
@@ -29,7 +29,6 @@ DEFAULT_PATH = "/v2/index.php"
 SIGNATURE_METHODS = ("HmacSHA1", "HmacSHA256")
 # `tapeType=1` is real-time recording: it starts when the call succeeds and the start time is ignored.
 TAPE_TYPE_REAL_TIME = "1"
-MAX_TASK_ID = 2**64 - 1
 
 Kind = Literal["retry", "refuse", "access", "in_doubt", "unreachable"]
 
@@ -168,23 +167,23 @@ def parse_reply(status: int, body: bytes) -> Started:
     if isinstance(code, str) and code.isascii() and code.lstrip("-").isdigit() and len(code) <= 9:
         # Some v2 services quote their codes ("code": "5100").
         code = int(code)
-    if not _is_int(code) or not isinstance(reply, dict):
+    if not is_json_int(code) or not isinstance(reply, dict):
         if not 200 <= status < 300:
             # No API answer behind a 3xx/4xx: the URL does not lead to the v2 API.
             raise LiveAccessRefused(
-                f"HTTP {status} from CreateRecord without an API error: check the URL ({_snippet(body)})",
+                f"HTTP {status} from CreateRecord without an API error: check the URL ({snippet(body)})",
                 code=f"http_{status}",
             )
-        raise LiveInDoubt(f"unreadable CreateRecord reply: {_snippet(body)}", code="invalid_reply")
+        raise LiveInDoubt(f"unreadable CreateRecord reply: {snippet(body)}", code="invalid_reply")
     message = str(reply.get("message") or "")
     if code != 0:
         raise error_for(code, message)
     if not 200 <= status < 300:
         raise LiveAccessRefused(f"HTTP {status} from CreateRecord with code 0: check the URL", code=f"http_{status}")
-    task_id = _parse_task_id(reply.get("task_id"))
+    task_id = parse_task_id(reply.get("task_id"))
     if task_id is None:
         # code 0 says a recording started, but without its id we cannot answer for it.
-        raise LiveInDoubt(f"code 0 without a valid task_id: {_snippet(body)}", code="invalid_reply")
+        raise LiveInDoubt(f"code 0 without a valid task_id: {snippet(body)}", code="invalid_reply")
     return Started(task_id)
 
 
@@ -202,22 +201,3 @@ def error_for(code: int, message: str) -> LiveError:
             return LiveInDoubt(f"CreateRecord failed internally, the task may exist: {text}", code=name)
         case "unreachable":
             return LiveUnreachable(f"CreateRecord unavailable: {text}", code=name)
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    # bool is an int to Python, never to JSON.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _parse_task_id(value: object) -> int | None:
-    # 20 digits hold any 64-bit id; longer strings would only hit int()'s conversion limit.
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
-        value = int(value)
-    if _is_int(value) and 0 <= value <= MAX_TASK_ID:
-        return value
-    return None
-
-
-def _snippet(body: bytes, limit: int = 200) -> str:
-    text = " ".join(body.decode("utf-8", errors="replace").split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from highlight.backend import HttpRequest, Started
+from highlight.backend import HttpRequest, Started, is_json_int, parse_task_id, snippet
 from highlight.config import Secret
 from highlight.errors import LiveAccessRefused, LiveInDoubt, LiveRefused, LiveUnreachable
 
@@ -29,7 +29,6 @@ MIN_RECORD_SECONDS = 300
 MAX_RECORD_SECONDS = 1800
 # `t` is the signature's expiry: short enough that a leaked URL is useless soon, long enough for clock skew.
 SIGNATURE_TTL_SECONDS = 60
-MAX_TASK_ID = 2**64 - 1
 
 RET_FREQUENCY_LIMIT = 1202
 # The fcgi gateway answers these for our own appid/key/clock problems, not for the moment.
@@ -151,16 +150,16 @@ def parse_reply(status: int, body: bytes) -> int:
     text = body.decode("utf-8", errors="replace")
     if 400 <= status < 500:
         raise LiveAccessRefused(
-            f"HTTP {status} from the Live API: check HIGHLIGHT_LIVE_URL ({_snippet(text)})",
+            f"HTTP {status} from the Live API: check HIGHLIGHT_LIVE_URL ({snippet(text)})",
             code=f"http_{status}",
         )
     try:
         reply = orjson.loads(body)
     except orjson.JSONDecodeError:
         _raise_if_access_refused(text)
-        raise LiveInDoubt(f"unreadable reply: {_snippet(text)}", code="invalid_reply") from None
-    if not isinstance(reply, dict) or not _is_int(reply.get("ret")):
-        raise LiveInDoubt(f"reply without an integer ret: {_snippet(text)}", code="invalid_reply")
+        raise LiveInDoubt(f"unreadable reply: {snippet(text)}", code="invalid_reply") from None
+    if not isinstance(reply, dict) or not is_json_int(reply.get("ret")):
+        raise LiveInDoubt(f"reply without an integer ret: {snippet(text)}", code="invalid_reply")
     ret: int = reply["ret"]
     message = str(reply.get("message") or reply.get("errmsg") or "")
     if ret != 0:
@@ -169,24 +168,11 @@ def parse_reply(status: int, body: bytes) -> int:
         raise LiveRefused(ret, message or f"ret {ret}", retriable=ret == RET_FREQUENCY_LIMIT)
     output = reply.get("output")
     task_id = output.get("task_id") if isinstance(output, dict) else None
-    parsed = _parse_task_id(task_id)
+    parsed = parse_task_id(task_id)
     if parsed is None:
         # ret 0 says a recording started, but without its id we cannot answer for it.
-        raise LiveInDoubt(f"ret 0 without a valid output.task_id: {_snippet(text)}", code="invalid_reply")
+        raise LiveInDoubt(f"ret 0 without a valid output.task_id: {snippet(text)}", code="invalid_reply")
     return parsed
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _parse_task_id(value: object) -> int | None:
-    # 20 digits hold any 64-bit id; longer strings would only hit int()'s conversion limit.
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TASK_ID:
-        return value
-    return None
 
 
 def _raise_if_access_refused(message: str) -> None:
@@ -194,8 +180,3 @@ def _raise_if_access_refused(message: str) -> None:
     for refusal in ACCESS_REFUSALS:
         if refusal in lowered:
             raise LiveAccessRefused(f"the Live API refused our credentials: {message.strip()}", code=refusal)
-
-
-def _snippet(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,6 +1,6 @@
 """highlight benchmark: bare pipe, duplicate-heavy, all-unique, naive; delay at half load; 1M-entry restore.
 
-    python bench/bench.py [--moments N] [--quick] [--candidate] [--no-write]
+    python bench/bench.py [--moments N] [--quick] [--no-write]
     python bench/bench.py --render         (RESULTS.md again from RESULTS.json, e.g. after editing ANALYSIS.md)
 
 One tansu broker and one Live API simulator (its own process) serve every scenario; each scenario gets fresh
@@ -8,8 +8,6 @@ topics and a fresh consumer group, and every measured consumer (bare pipe, `high
 process. Moments are produced before the consumer starts, so rates are consume-side rates, taken from the
 CreateTime stamps of the first and last output record. Prints markdown tables; writes bench/RESULTS.md with
 bench/ANALYSIS.md appended, and the raw numbers to bench/RESULTS.json.
-
---candidate adds rows for bench/candidate.py: highlight with the still-open proposals, monkeypatched.
 """
 
 from __future__ import annotations
@@ -45,7 +43,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from highlight.broker import EmbeddedBroker, free_port
 from highlight.dedup import Entry, Phase, encode_entry, encode_key
 from highlight.kafka import home_partition
-from highlight.tape import window_at
+from highlight.recording import window_at
 
 HERE = Path(__file__).resolve().parent
 WORKERS = HERE / "workers.py"
@@ -65,8 +63,6 @@ TARGET_DUP_VS_PIPE = 0.5
 TARGET_UNIQUE_VS_BOUND = 0.9
 TARGET_P99_MS = 50.0
 TARGET_RESTORE_S = 10.0
-
-CURRENT, CANDIDATE = "current", "candidate"
 
 
 def log(message: str) -> None:
@@ -359,7 +355,6 @@ class Sim:
 @dataclass
 class Throughput:
     key: str  # pipe, dup, unique, naive
-    variant: str
     moments: int
     rate: float
     middle_rate: float
@@ -374,7 +369,6 @@ class Throughput:
 @dataclass
 class Delay:
     key: str  # highlight, naive
-    variant: str
     pace: float
     seconds: float
     samples: int
@@ -389,7 +383,6 @@ class Delay:
 
 @dataclass
 class Restore:
-    variant: str
     entries: int
     records: int
     seconds: float  # the slower of the runs
@@ -408,14 +401,14 @@ class Report:
     load: tuple[float, float] = (math.nan, math.nan)
     cpu_speed_ms: tuple[float, float] = (math.nan, math.nan)  # sum(range(1e6)) at the start and at the end
 
-    def get(self, key: str, variant: str = CURRENT) -> Throughput | None:
-        return next((t for t in self.throughput if t.key == key and t.variant == variant), None)
+    def get(self, key: str) -> Throughput | None:
+        return next((t for t in self.throughput if t.key == key), None)
 
-    def delay(self, key: str, variant: str = CURRENT) -> Delay | None:
-        return next((d for d in self.delays if d.key == key and d.variant == variant), None)
+    def delay(self, key: str) -> Delay | None:
+        return next((d for d in self.delays if d.key == key), None)
 
-    def restore(self, variant: str = CURRENT) -> Restore | None:
-        return next((r for r in self.restores if r.variant == variant), None)
+    def restore(self) -> Restore | None:
+        return next(iter(self.restores), None)
 
 
 # --- scenarios ------------------------------------------------------------------------------------------------
@@ -454,16 +447,15 @@ class Bench:
         await create_topics(self.bootstrap, [names.moments, names.results, names.dlq, names.state, names.repartition])
         return names
 
-    def spawn_highlight(self, label: str, names: Names, variant: str) -> Proc:
-        command = [str(HERE / "candidate.py")] if variant == CANDIDATE else ["-m", "highlight", "run"]
-        return Proc(f"{label}-{variant}", command, self.logdir, self.highlight_env(names))
+    def spawn_highlight(self, label: str, names: Names) -> Proc:
+        return Proc(label, ["-m", "highlight", "run"], self.logdir, self.highlight_env(names))
 
     def spawn_worker(self, label: str, command: str, names: Names, *extra: str) -> Proc:
         args = [str(WORKERS), command, "--bootstrap", self.bootstrap]
         args += ["--src", names.moments, "--dst", names.results, "--group", names.group, *extra]
         return Proc(label, args, self.logdir)
 
-    async def measure(self, key: str, variant: str, proc: Proc, names: Names, count: int) -> Throughput:
+    async def measure(self, key: str, proc: Proc, names: Names, count: int) -> Throughput:
         """Wait for `count` outputs; CPU from the first output on; peak RSS read while the process lives."""
         first: list[tuple[float, float]] = []
         records = await collect(
@@ -480,7 +472,6 @@ class Bench:
         started, cpu0 = first[0] if first else (math.nan, math.nan)
         return Throughput(
             key,
-            variant,
             len(records),
             rate(records),
             middle_rate(records),
@@ -497,11 +488,11 @@ class Bench:
         await produce_fast(self.bootstrap, names.moments, moments)
         proc = self.spawn_worker("bare-pipe", "pipe", names)
         try:
-            return await self.measure("pipe", CURRENT, proc, names, n)
+            return await self.measure("pipe", proc, names, n)
         finally:
             proc.stop()
 
-    async def duplicate_heavy(self, n: int, variant: str) -> Throughput:
+    async def duplicate_heavy(self, n: int) -> Throughput:
         names = await self.fresh_topics("dup")
         channels = max(1, n // 100)
         rng = random.Random(1)
@@ -509,24 +500,24 @@ class Bench:
         moments = [moment_bytes(f"d-{i}", f"dup-{rng.randrange(channels)}", occurred) for i in range(n)]
         await produce_fast(self.bootstrap, names.moments, moments)
         await self.sim.reset()
-        proc = self.spawn_highlight("dup", names, variant)
+        proc = self.spawn_highlight("dup", names)
         try:
-            result = await self.measure("dup", variant, proc, names, n)
+            result = await self.measure("dup", proc, names, n)
         finally:
             proc.stop()
         result.calls = len(await self.sim.calls())
         return result
 
-    async def all_unique(self, n: int, delay_seconds: float, variant: str) -> tuple[Throughput, Delay]:
+    async def all_unique(self, n: int, delay_seconds: float) -> tuple[Throughput, Delay]:
         """All-unique throughput, then the paced delay run on the same, warm, process."""
         names = await self.fresh_topics("unique")
         occurred = now_rfc3339()
         moments = (moment_bytes(f"u-{i}", f"uniq-{i}", occurred) for i in range(n))
         await produce_fast(self.bootstrap, names.moments, moments)
         await self.sim.reset()
-        proc = self.spawn_highlight("unique", names, variant)
+        proc = self.spawn_highlight("unique", names)
         try:
-            result = await self.measure("unique", variant, proc, names, n)
+            result = await self.measure("unique", proc, names, n)
             calls = await self.sim.calls()
             result.calls = len(calls)
             arrivals = sorted(c["received_at"] for c in calls)[len(calls) // 10 : len(calls) * 9 // 10]
@@ -534,7 +525,7 @@ class Bench:
                 result.call_rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
             pace = 0.5 * (result.rate if result.rate > 0 else BOUND)
             del calls, arrivals
-            delay = await self.paced("highlight", variant, proc, names, pace, delay_seconds, self.windows)
+            delay = await self.paced("highlight", proc, names, pace, delay_seconds, self.windows)
         finally:
             proc.stop()
         return result, delay
@@ -551,7 +542,7 @@ class Bench:
             raise RuntimeError(f"calls worker failed: {proc.tail()}")
         out = orjson.loads(lines[-1])
         calls = await self.sim.calls()
-        result = Throughput("calls", CURRENT, out["calls"], out["rate"], math.nan, out["peak_rss_mb"], out["cpu_us"])
+        result = Throughput("calls", out["calls"], out["rate"], math.nan, out["peak_rss_mb"], out["cpu_us"])
         result.cpu_share = out["cpu_share"]
         result.calls = len(calls)
         result.statuses = dict(Counter(c["outcome"] for c in calls))
@@ -565,16 +556,14 @@ class Bench:
         await self.sim.reset()
         proc = self.spawn_worker("naive", "naive", names, "--url", self.sim.url, "--appid", APPID, "--key", KEY)
         try:
-            result = await self.measure("naive", CURRENT, proc, names, n)
+            result = await self.measure("naive", proc, names, n)
             result.calls = len(await self.sim.calls())
-            delay = await self.paced("naive", CURRENT, proc, names, 0.5 * result.rate, delay_seconds, self.windows)
+            delay = await self.paced("naive", proc, names, 0.5 * result.rate, delay_seconds, self.windows)
         finally:
             proc.stop()
         return result, delay
 
-    async def paced(
-        self, key: str, variant: str, proc: Proc, names: Names, pace: float, seconds: float, windows: int
-    ) -> Delay:
+    async def paced(self, key: str, proc: Proc, names: Names, pace: float, seconds: float, windows: int) -> Delay:
         """Unique-channel moments at a steady rate, in `windows` back-to-back windows of `seconds` each;
         delay = simulator arrival time - producer send time. Samples are pooled; each window's p99 is kept."""
         samples: list[tuple[float, float]] = []
@@ -592,7 +581,6 @@ class Bench:
         delays = [ms for _, ms in samples]
         return Delay(
             key,
-            variant,
             pace,
             seconds * windows,
             len(delays),
@@ -655,7 +643,7 @@ class Bench:
         window = [(sent_at[c] - origin, (arrived[c] - sent_at[c]) * 1000) for c in arrived]
         return window, total - len(arrived)
 
-    async def restore(self, entries: int, variants: Sequence[str]) -> list[Restore]:
+    async def restore(self, entries: int) -> Restore:
         topic = f"bench-restore-{uuid.uuid4().hex[:8]}.state"
         await create_topics(self.bootstrap, [topic])
         bucket = int(time.time()) // BUCKET_SECONDS  # current: nothing expires during the restore
@@ -677,34 +665,28 @@ class Bench:
         await produce_fast(self.bootstrap, topic, state_records(), channel_of_state_key)
         produced = time.perf_counter() - started
         log(f"   produced {entries:,} state records in {produced:.1f} s")
-        results = []
-        for variant in variants:
-            args = [str(WORKERS), "restore", "--bootstrap", self.bootstrap, "--topic", topic]
-            args += ["--partitions", str(PARTITIONS)] + (["--candidate"] if variant == CANDIDATE else [])
-            outs = []
-            for run in range(self.restore_runs):
-                proc = Proc(f"restore-{variant}-{run}", args, self.logdir)
-                await asyncio.to_thread(proc.process.wait, 600)
-                lines = [line for line in proc.tail(10_000).splitlines() if line.startswith("{")]
-                if proc.process.returncode != 0 or not lines:
-                    raise RuntimeError(f"restore worker failed: {proc.tail()}")
-                outs.append(orjson.loads(lines[-1]))
-                log(f"   restore ({variant}): {outs[-1]['seconds']:.2f} s")
-            runs = [out["seconds"] for out in outs]
-            last = outs[-1]
-            results.append(
-                Restore(
-                    variant,
-                    last["entries"],
-                    last["records"],
-                    max(runs),
-                    max(out["peak_rss_mb"] for out in outs),
-                    produced,
-                    runs,
-                    last["gc_full_ms"],
-                )
-            )
-        return results
+        args = [str(WORKERS), "restore", "--bootstrap", self.bootstrap, "--topic", topic]
+        args += ["--partitions", str(PARTITIONS)]
+        outs = []
+        for run in range(self.restore_runs):
+            proc = Proc(f"restore-{run}", args, self.logdir)
+            await asyncio.to_thread(proc.process.wait, 600)
+            lines = [line for line in proc.tail(10_000).splitlines() if line.startswith("{")]
+            if proc.process.returncode != 0 or not lines:
+                raise RuntimeError(f"restore worker failed: {proc.tail()}")
+            outs.append(orjson.loads(lines[-1]))
+            log(f"   restore: {outs[-1]['seconds']:.2f} s")
+        runs = [out["seconds"] for out in outs]
+        last = outs[-1]
+        return Restore(
+            last["entries"],
+            last["records"],
+            max(runs),
+            max(out["peak_rss_mb"] for out in outs),
+            produced,
+            runs,
+            last["gc_full_ms"],
+        )
 
 
 # --- the report -----------------------------------------------------------------------------------------------
@@ -751,25 +733,6 @@ def fmt(value: float, digits: int = 0) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
 
 
-def selected_fixes() -> set[str]:
-    """Which of bench/candidate.py's fixes a candidate run applies (the subprocess computes the same)."""
-    import candidate  # bench/ is on sys.path when this runs as a script
-
-    fixes: set[str] = candidate.selected()
-    return fixes
-
-
-LABEL_FIXES: list[str] = []  # the candidate's fixes, as run (set by main, or read back with --render)
-
-
-def candidate_fixes() -> str:
-    return ", ".join(LABEL_FIXES) or "none"
-
-
-def variant_label(variant: str) -> str:
-    return "" if variant == CURRENT else f" **[candidate: fix {candidate_fixes()}]**"
-
-
 SCENARIOS = {
     "pipe": "1. bare pipe (aiokafka consume→produce)",
     "dup": "2. highlight, duplicate-heavy (1% unique keys)",
@@ -800,7 +763,7 @@ def tables(report: Report) -> str:
     ]
     for t in report.throughput:
         lines.append(
-            f"| {SCENARIOS[t.key]}{variant_label(t.variant)} | {t.moments:,} | {fmt(t.rate)} | {fmt(t.middle_rate)} | "
+            f"| {SCENARIOS[t.key]} | {t.moments:,} | {fmt(t.rate)} | {fmt(t.middle_rate)} | "
             f"{ratio_text(report, t)} | {fmt(t.rss_mb)} | {fmt(t.cpu_us)} | {fmt(t.cpu_share * 100)}% |"
         )
     lines += [
@@ -816,7 +779,7 @@ def tables(report: Report) -> str:
         missing = f" ({d.missing} never called)" if d.missing else ""
         windows = len(d.window_p99)
         lines.append(
-            f"| {d.key}{variant_label(d.variant)} | {d.pace:,.1f}/s, {windows} x {d.seconds / max(1, windows):g} s | "
+            f"| {d.key} | {d.pace:,.1f}/s, {windows} x {d.seconds / max(1, windows):g} s | "
             f"{d.samples:,}{missing} | "
             f"{fmt(d.p50_ms, 1)} | **{fmt(d.p99_ms, 1)}** | {' / '.join(fmt(p, 1) for p in d.window_p99)} | "
             f"{fmt(d.max_ms, 1)} | {slow_text(d)} | {stall_text(d)} |"
@@ -826,13 +789,13 @@ def tables(report: Report) -> str:
         "State restore (`StateStore.restore` of 6 partitions, wired as `highlight.service` wires it, in a fresh "
         "process; every record a live `started` entry, so all are kept):",
         "",
-        "| variant | state records | entries | restore s (slower run) | each run s | entries/s | peak RSS MiB "
+        "| state records | entries | restore s (slower run) | each run s | entries/s | peak RSS MiB "
         "| full GC pause after, ms |",
-        "|---|---:|---:|---:|---|---:|---:|---:|",
+        "|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in report.restores:
         lines.append(
-            f"| {r.variant}{variant_label(r.variant)} | {r.records:,} | {r.entries:,} | **{r.seconds:.2f}** | "
+            f"| {r.records:,} | {r.entries:,} | **{r.seconds:.2f}** | "
             f"{' / '.join(f'{run:.2f}' for run in r.runs)} | {r.entries / r.seconds:,.0f} | {fmt(r.rss_mb)} | "
             f"{fmt(r.gc_full_ms)} |"
         )
@@ -852,59 +815,54 @@ def slow_text(delay: Delay) -> str:
     return f"{len(slow):,} ({slow[0]:.1f} to {slow[-1]:.1f})"
 
 
-def verdicts(report: Report) -> list[tuple[str, str, str, str]]:
-    """(target, variant, measured, verdict) rows."""
+def verdicts(report: Report) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) rows."""
     rows = []
     pipe = report.get("pipe")
-    for variant in (CURRENT, CANDIDATE):
-        dup, unique = report.get("dup", variant), report.get("unique", variant)
-        delay, restore = report.delay("highlight", variant), report.restore(variant)
-        if dup and pipe:
-            value = dup.rate / pipe.rate
-            rows.append(
-                (
-                    f"duplicate-heavy ≥ {TARGET_DUP_VS_PIPE}x bare pipe",
-                    variant,
-                    f"{value:.3f}x ({dup.rate:,.0f} vs {pipe.rate:,.0f}/s)",
-                    _verdict(value >= TARGET_DUP_VS_PIPE, f"{TARGET_DUP_VS_PIPE / value:.0f}x short"),
-                )
+    dup, unique = report.get("dup"), report.get("unique")
+    delay, restore = report.delay("highlight"), report.restore()
+    if dup and pipe:
+        value = dup.rate / pipe.rate
+        rows.append(
+            (
+                f"duplicate-heavy ≥ {TARGET_DUP_VS_PIPE}x bare pipe",
+                f"{value:.3f}x ({dup.rate:,.0f} vs {pipe.rate:,.0f}/s)",
+                _verdict(value >= TARGET_DUP_VS_PIPE, f"{TARGET_DUP_VS_PIPE / value:.0f}x short"),
             )
-        if unique:
-            value = unique.rate / BOUND
-            rows.append(
-                (
-                    f"all-unique ≥ {TARGET_UNIQUE_VS_BOUND}x Little's-law bound",
-                    variant,
-                    f"{value:.2f}x ({unique.rate:,.0f} vs {BOUND:,.0f}/s)",
-                    _verdict(
-                        value >= TARGET_UNIQUE_VS_BOUND,
-                        f"{(TARGET_UNIQUE_VS_BOUND - value) * BOUND:,.0f}/s short of "
-                        f"{TARGET_UNIQUE_VS_BOUND * BOUND:,.0f}/s",
-                    ),
-                )
+        )
+    if unique:
+        value = unique.rate / BOUND
+        rows.append(
+            (
+                f"all-unique ≥ {TARGET_UNIQUE_VS_BOUND}x Little's-law bound",
+                f"{value:.2f}x ({unique.rate:,.0f} vs {BOUND:,.0f}/s)",
+                _verdict(
+                    value >= TARGET_UNIQUE_VS_BOUND,
+                    f"{(TARGET_UNIQUE_VS_BOUND - value) * BOUND:,.0f}/s short of "
+                    f"{TARGET_UNIQUE_VS_BOUND * BOUND:,.0f}/s",
+                ),
             )
-        if delay:
-            rows.append(
-                (
-                    f"added p99 delay ≤ {TARGET_P99_MS:g} ms at half load",
-                    variant,
-                    f"p99 {delay.p99_ms:.1f} ms at {delay.pace:,.0f}/s",
-                    _verdict(delay.p99_ms <= TARGET_P99_MS, f"{delay.p99_ms - TARGET_P99_MS:.1f} ms over"),
-                )
+        )
+    if delay:
+        rows.append(
+            (
+                f"added p99 delay ≤ {TARGET_P99_MS:g} ms at half load",
+                f"p99 {delay.p99_ms:.1f} ms at {delay.pace:,.0f}/s",
+                _verdict(delay.p99_ms <= TARGET_P99_MS, f"{delay.p99_ms - TARGET_P99_MS:.1f} ms over"),
             )
-        if restore:
-            rows.append(
-                (
-                    f"restore of {restore.entries:,} entries ≤ {TARGET_RESTORE_S:g} s",
-                    variant,
-                    f"{restore.seconds:.2f} s",
-                    _verdict(
-                        restore.seconds <= TARGET_RESTORE_S,
-                        f"{restore.seconds - TARGET_RESTORE_S:.2f} s "
-                        f"({(restore.seconds / TARGET_RESTORE_S - 1) * 100:.0f}%) over",
-                    ),
-                )
+        )
+    if restore:
+        rows.append(
+            (
+                f"restore of {restore.entries:,} entries ≤ {TARGET_RESTORE_S:g} s",
+                f"{restore.seconds:.2f} s",
+                _verdict(
+                    restore.seconds <= TARGET_RESTORE_S,
+                    f"{restore.seconds - TARGET_RESTORE_S:.2f} s "
+                    f"({(restore.seconds / TARGET_RESTORE_S - 1) * 100:.0f}%) over",
+                ),
             )
+        )
     return rows
 
 
@@ -945,9 +903,9 @@ def render(report: Report, args: argparse.Namespace, command: str, elapsed: floa
         "",
         "## Targets",
         "",
-        "| target | variant | measured | verdict |",
-        "|---|---|---|---|",
-        *(f"| {t} | {v} | {m} | {verdict} |" for t, v, m, verdict in rows),
+        "| target | measured | verdict |",
+        "|---|---|---|",
+        *(f"| {t} | {m} | {verdict} |" for t, m, verdict in rows),
         "",
         "## Setup",
         "",
@@ -971,7 +929,7 @@ SETUP = """\
 - `highlight run` runs as a subprocess with `HIGHLIGHT_KAFKA_FETCH_MAX_WAIT_MS=20`, session 6000 ms,
   `METRICS_PORT=0`, `LOG_LEVEL=warning`, `MAX_IN_FLIGHT=256`, `LIVE_MAX_RPS=100000` (the rate limit lifted).
   The bare pipe (`bench/workers.py pipe`: getmany, send every value, await the batch, commit) and the naive consumer
-  (`bench/workers.py naive`: getone, signed GET built with `highlight.tape.query_string` + `window_at`,
+  (`bench/workers.py naive`: getone, signed GET built with `highlight.apis.live_tape_start.query_string` + `window_at`,
   send_and_wait the result, commit, next) are subprocesses too, with the same producer settings as highlight's
   (acks=all, no idempotence, linger 0, 256 KiB batches) and the same fetch wait.
 - moments/s = (outputs - 1) / (CreateTime of the last output - CreateTime of the first); "middle-80%" drops the first
@@ -1007,9 +965,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--delay-seconds", type=float, default=None, help="each paced delay window (default 4)")
     parser.add_argument("--delay-windows", type=int, default=None, help="paced windows per consumer (default 3)")
     parser.add_argument("--quick", action="store_true", help="smaller runs, under a minute")
-    parser.add_argument(
-        "--candidate", action="store_true", help="also run bench/candidate.py: highlight with the proposed fixes"
-    )
     parser.add_argument("--only", default="pipe,dup,unique,naive,restore", help="comma-separated subset")
     parser.add_argument("--no-write", action="store_true", help=f"print only; do not write {RESULTS.name}")
     parser.add_argument(
@@ -1043,9 +998,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 async def run(args: argparse.Namespace, logdir: Path) -> Report:
     report = Report()
-    fixes = selected_fixes() if args.candidate else set()
-    variants = [CURRENT, CANDIDATE] if fixes & {"1", "2", "4"} else [CURRENT]
-    restore_variants = [CURRENT, CANDIDATE] if "3" in fixes else [CURRENT]
     with EmbeddedBroker() as broker:
         sim = Sim(logdir)
         probe = Proc("probe", [str(WORKERS), "probe"], logdir)
@@ -1055,22 +1007,20 @@ async def run(args: argparse.Namespace, logdir: Path) -> Report:
             bench.restore_runs = 1 if args.quick else 2
             if "restore" in args.only:
                 log(f"5. restore (first, on the fresh broker) of {args.restore_entries:,} entries")
-                report.restores.extend(await bench.restore(args.restore_entries, restore_variants))
+                report.restores.append(await bench.restore(args.restore_entries))
             if "pipe" in args.only:
                 log(f"1. bare pipe, {args.pipe_moments:,} moments")
                 report.throughput.append(await bench.bare_pipe(args.pipe_moments))
             if "dup" in args.only:
-                for variant in variants:
-                    log(f"2. duplicate-heavy ({variant}), {args.moments:,} moments")
-                    report.throughput.append(await bench.duplicate_heavy(args.moments, variant))
+                log(f"2. duplicate-heavy, {args.moments:,} moments")
+                report.throughput.append(await bench.duplicate_heavy(args.moments))
             if "unique" in args.only:
                 log(f"3r. HTTP ceiling: {args.unique_moments:,} calls, {MAX_IN_FLIGHT} at a time")
                 report.throughput.append(await bench.http_ceiling(args.unique_moments))
-                for variant in variants:
-                    log(f"3. all unique ({variant}), {args.unique_moments:,} moments, then paced")
-                    throughput, delay = await bench.all_unique(args.unique_moments, args.delay_seconds, variant)
-                    report.throughput.append(throughput)
-                    report.delays.append(delay)
+                log(f"3. all unique, {args.unique_moments:,} moments, then paced")
+                throughput, delay = await bench.all_unique(args.unique_moments, args.delay_seconds)
+                report.throughput.append(throughput)
+                report.delays.append(delay)
             if "naive" in args.only:
                 log(f"4. naive, {args.naive_moments} moments, then paced")
                 throughput, delay = await bench.naive(args.naive_moments, args.delay_seconds)
@@ -1090,7 +1040,6 @@ def save(report: Report, args: argparse.Namespace, command: str, elapsed: float)
         "command": command,
         "elapsed": elapsed,
         "args": {name: getattr(args, name) for name in COUNTS},
-        "candidate_fixes": LABEL_FIXES,
         "report": asdict(report),
     }
     RAW.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
@@ -1107,7 +1056,6 @@ def load() -> tuple[Report, argparse.Namespace, str, float]:
         tuple(raw["load"]),
         tuple(raw["cpu_speed_ms"]),
     )
-    LABEL_FIXES[:] = document["candidate_fixes"]
     return report, argparse.Namespace(**document["args"]), document["command"], document["elapsed"]
 
 
@@ -1120,7 +1068,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"re-rendered {RESULTS} from {RAW}")
         return 0
     command = shlex.join(["python", "bench/bench.py", *raw])
-    LABEL_FIXES[:] = sorted(selected_fixes()) if args.candidate else []
     logdir = Path(tempfile.mkdtemp(prefix="highlight-bench-"))
     log(f"child logs in {logdir}")
     speed0 = cpu_speed_ms()
@@ -1135,12 +1082,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = render(report, args, command, elapsed)
     print(tables(report))
     print()
-    for target, variant, measured, verdict in verdicts(report):
-        print(f"- {target} [{variant}]: {measured} → {verdict}")
+    for target, measured, verdict in verdicts(report):
+        print(f"- {target}: {measured} → {verdict}")
     for t in report.throughput:
         extra = f", calls {t.calls:,}" if t.calls is not None else ""
         rate_note = f", call rate {t.call_rate:,.0f}/s" if not math.isnan(t.call_rate) else ""
-        log(f"{t.key}/{t.variant}: statuses {t.statuses}{extra}{rate_note}")
+        log(f"{t.key}: statuses {t.statuses}{extra}{rate_note}")
     if not args.no_write:
         save(report, args, command, elapsed)
         RESULTS.write_text(text)

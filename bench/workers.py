@@ -3,7 +3,7 @@
     python bench/workers.py sim     --port P --appid A --key K        the Live API simulator, per-call logs off
     python bench/workers.py pipe    --bootstrap B --src T --dst T --group G
     python bench/workers.py naive   --bootstrap B --src T --dst T --group G --url U --appid A --key K
-    python bench/workers.py restore --bootstrap B --topic T --partitions P [--candidate]
+    python bench/workers.py restore --bootstrap B --topic T --partitions P
     python bench/workers.py calls   --url U --appid A --key K --count N --concurrency C
     python bench/workers.py probe   [--threshold-ms 20]                 prints machine-wide stalls until SIGTERM
 
@@ -101,8 +101,9 @@ async def naive(args: argparse.Namespace) -> None:
     import aiohttp
     from yarl import URL
 
+    from highlight.apis.live_tape_start import parse_reply, query_string
     from highlight.moment import bucket_of
-    from highlight.tape import TapeOptions, parse_reply, query_string, window_at
+    from highlight.recording import RecordingOptions, window_at
 
     consumer, producer = _consumer(args), _producer(args.bootstrap)
     await producer.start()
@@ -114,7 +115,7 @@ async def naive(args: argparse.Namespace) -> None:
             moment = orjson.loads(message.value)
             now = datetime.now(UTC)
             window = window_at(now, 300)
-            query = query_string(args.appid, args.key, TapeOptions(moment["channel_id"], 300), window, now)
+            query = query_string(args.appid, args.key, RecordingOptions(moment["channel_id"], 300), window, now)
             async with session.get(URL(f"{args.url}?{query}", encoded=True)) as response:
                 body = await response.read()
             try:
@@ -144,8 +145,9 @@ async def naive(args: argparse.Namespace) -> None:
 async def calls(args: argparse.Namespace) -> None:
     """`--concurrency` workers each make calls back to back: the HTTP + simulator ceiling for all-unique."""
     from highlight import config
-    from highlight.live import LiveClient, backend_for
-    from highlight.tape import TapeOptions, window_at
+    from highlight.apis import backend_for
+    from highlight.live import LiveClient
+    from highlight.recording import RecordingOptions, window_at
 
     settings = config.load(
         {"HIGHLIGHT_LIVE_URL": args.url, "HIGHLIGHT_LIVE_APPID": args.appid, "HIGHLIGHT_LIVE_KEY": args.key}
@@ -158,7 +160,7 @@ async def calls(args: argparse.Namespace) -> None:
             while done < args.count:
                 done += 1
                 now = datetime.now(UTC)
-                await live.start(TapeOptions(f"calls-{number}-{done}", 300), window_at(now, 300), now)
+                await live.start(RecordingOptions(f"calls-{number}-{done}", 300), window_at(now, 300), now)
 
         cpu, started = time.process_time(), time.monotonic()
         await asyncio.gather(*(worker(i) for i in range(args.concurrency)))
@@ -188,7 +190,7 @@ def probe(args: argparse.Namespace) -> None:
 
 def sim(args: argparse.Namespace) -> None:
     from highlight import logs, simulator
-    from highlight.simulator_rules import SimulatorConfig
+    from highlight.simulator import SimulatorConfig
 
     # `highlight simulate-live` logs every call at info; at a thousand calls a second that rendering would take
     # CPU from the measured process on a small machine. Same simulator, warnings only.
@@ -285,7 +287,6 @@ def main(argv: list[str] | None = None) -> None:
     command.add_argument("--bootstrap", required=True)
     command.add_argument("--topic", required=True)
     command.add_argument("--partitions", type=int, required=True)
-    command.add_argument("--candidate", action="store_true", help="apply bench/candidate.py's fixes first")
     args = parser.parse_args(argv)
     if args.command == "sim":
         sim(args)
@@ -296,11 +297,6 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "calls":
         asyncio.run(calls(args))
     elif args.command == "restore":
-        if args.candidate:
-            import candidate  # bench/ is on sys.path when run as a script
-
-            candidate.install()
-
         asyncio.run(restore(args))
     else:
         work = pipe if args.command == "pipe" else naive

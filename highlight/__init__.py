@@ -1,3 +1,15 @@
-"""highlight: Kafka highlight moments in, real-time Live_Tape_Start recordings out, one result per moment."""
+"""highlight: Kafka highlight moments in, real-time Tencent Cloud Live recordings out, one result per moment.
+
+Where things live:
+- the pipeline: `service` (composition root, consumer loop, commits, rebalances), `recorder` (one record:
+  dead letter, re-key, or dedup → call → state → result), `lanes` (key-ordered concurrency, commit points),
+  `outage` (pause and probe while the API is unusable);
+- the domain, pure: `moment`, `recording` (window, options, CST, clamps), `dedup`, `results`; `state` keeps
+  the dedup table durable;
+- `apis/`: the recording APIs, one interface and one module per API; adapters that classify library errors:
+  `live` (aiohttp), `kafka` (aiokafka); `broker`: the embedded broker for the demo, tests and bench;
+- around it: `cli`, `config` (+ `config_table`), `errors`, `logs`, `metrics`, `ops`, `schemas`;
+- tools around the recorder: `simulator/` (`highlight simulate-live`) and `demo/` (`highlight demo`).
+"""
 
 __version__ = "0.1.0"

@@ -1,6 +1,6 @@
 """The Live API adapter: one signed request per attempt, aiohttp errors mapped to our tree where they enter.
 
-Which API is called is the backend's business (`highlight.backend`); this module owns the HTTP session, TLS,
+Which API is called is the backend's business (`highlight.apis`); this module owns the HTTP session, TLS,
 the deadlines, and whether a failure could have reached the API. Retry policy lives with the caller.
 """
 
@@ -11,61 +11,19 @@ import re
 import ssl
 from datetime import datetime
 from types import TracebackType
-from typing import TypeVar
 
 import aiohttp
 from yarl import URL
 
-from highlight.backend import Backend, Started
+from highlight.apis import Backend, Started
 from highlight.config import LiveSettings
 from highlight.errors import ConfigError, LiveInDoubt, LiveUnreachable
-from highlight.tape import TapeOptions, TapeWindow
-
-T = TypeVar("T")
+from highlight.recording import RecordingOptions, RecordingWindow
 
 # A connect that has not completed in this long certainly sent nothing, so it is safe to retry.
 CONNECT_TIMEOUT_SECONDS = 3.0
 # aiohttp puts the URL in some messages; ours carry signatures in the query.
 _QUERY = re.compile(r"\?[^\s'\"<>]*")
-
-
-def backend_for(settings: LiveSettings) -> Backend:
-    """The backend HIGHLIGHT_LIVE_API names, built from its own settings (config checked they are there)."""
-    if settings.api == "create_record":
-        from highlight.create_record import CreateRecord
-
-        return CreateRecord(
-            url=settings.url,
-            secret_id=_need(settings.secret_id, "HIGHLIGHT_SECRET_ID", settings.api),
-            secret_key=_need(settings.secret_key, "HIGHLIGHT_SECRET_KEY", settings.api),
-            region=_need(settings.region, "HIGHLIGHT_REGION", settings.api),
-            signature_method=settings.signature_method,
-        )
-    if settings.api == "create_live_record":
-        from highlight.create_live_record import CreateLiveRecord
-
-        return CreateLiveRecord(
-            url=settings.url,
-            secret_id=_need(settings.secret_id, "HIGHLIGHT_SECRET_ID", settings.api),
-            secret_key=_need(settings.secret_key, "HIGHLIGHT_SECRET_KEY", settings.api),
-            app_name=settings.app_name,
-            domain_name=settings.domain_name,
-            region=settings.region,
-        )
-    from highlight.tape import LiveTapeStart
-
-    return LiveTapeStart(
-        url=settings.url,
-        appid=_need(settings.appid, "HIGHLIGHT_LIVE_APPID", settings.api),
-        key=_need(settings.key, "HIGHLIGHT_LIVE_KEY", settings.api),
-    )
-
-
-def _need(value: T | None, env: str, api: str) -> T:
-    # config.load already insists; settings built by hand (tests, the demo) get the same one-line message.
-    if value is None:
-        raise ConfigError(f"{env} is required when HIGHLIGHT_LIVE_API={api}")
-    return value
 
 
 def tls_for(settings: LiveSettings) -> ssl.SSLContext | bool:
@@ -111,7 +69,7 @@ class LiveClient:
         if session is not None:
             await session.close()
 
-    async def start(self, options: TapeOptions, window: TapeWindow, now: datetime) -> Started:
+    async def start(self, options: RecordingOptions, window: RecordingWindow, now: datetime) -> Started:
         """One attempt; the started task, or a classified `LiveError`."""
         if self._session is None:
             raise RuntimeError("LiveClient used outside its context")

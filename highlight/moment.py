@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from highlight import schemas
-from highlight.tape import TapeOptions
+from highlight.recording import RecordingOptions
 
 
 class InvalidMoment(ValueError):
@@ -38,8 +38,8 @@ class Moment:
     def bucket(self, bucket_seconds: int) -> int:
         return bucket_of(self.occurred_at, bucket_seconds)
 
-    def tape_options(self, default_record_seconds: int) -> TapeOptions:
-        return TapeOptions(
+    def recording_options(self, default_record_seconds: int) -> RecordingOptions:
+        return RecordingOptions(
             channel_id=self.channel_id,
             record_seconds=self.duration_seconds or default_record_seconds,
             file_format=self.file_format,

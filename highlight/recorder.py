@@ -16,7 +16,7 @@ import structlog
 from aiolimiter import AsyncLimiter
 from structlog.typing import FilteringBoundLogger
 
-from highlight.backend import Started
+from highlight.apis import Started
 from highlight.config import Settings
 from highlight.dedup import DedupKey, Entry, Phase, Verdict, decide
 from highlight.errors import LiveAccessRefused, LiveError, LiveInDoubt, LiveUnreachable
@@ -25,9 +25,9 @@ from highlight.live import LiveClient
 from highlight.metrics import Metrics
 from highlight.moment import InvalidMoment, Moment, parse_moment
 from highlight.outage import LiveGate
+from highlight.recording import window_at
 from highlight.results import dead_letter_headers, encode_result, result_document
 from highlight.state import StateStore
-from highlight.tape import window_at
 
 log = structlog.get_logger("highlight.recorder")
 
@@ -179,7 +179,7 @@ class Recorder:
         the gate instead of failing; the state meanwhile holds what it held before this moment.
         """
         previous = self._state.get(index, key)
-        options = moment.tape_options(self._rec.record_seconds)
+        options = moment.recording_options(self._rec.record_seconds)
         live = self._settings.live
         budget = live.max_attempts
         held = False  # waited out an outage: the moment may have grown too old meanwhile

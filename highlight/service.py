@@ -18,6 +18,7 @@ from types import TracebackType
 import structlog
 from aiolimiter import AsyncLimiter
 
+from highlight.apis import backend_for
 from highlight.config import Settings
 from highlight.errors import HighlightError
 from highlight.kafka import (
@@ -29,13 +30,13 @@ from highlight.kafka import (
     prepare_topics,
 )
 from highlight.lanes import Job, KeyedRunner, OffsetTracker
-from highlight.live import LiveClient, backend_for
+from highlight.live import LiveClient
 from highlight.metrics import Metrics
 from highlight.ops import OpsServer
 from highlight.outage import LiveGate
 from highlight.recorder import Recorder
+from highlight.recording import now_utc
 from highlight.state import StateStore
-from highlight.tape import now_utc
 
 log = structlog.get_logger("highlight.service")
 

@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from highlight import moment
-from highlight.demo_moments import (
+from highlight.demo.moments import (
     STALE_AGE,
     Tally,
     check_sizes,

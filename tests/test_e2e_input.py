@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from highlight.recording import CST, parse_cst
 from highlight.simulator import LiveSimulator
-from highlight.tape import CST, parse_cst
 from tests.harness import (
     Names,
     by_event,

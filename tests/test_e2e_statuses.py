@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from highlight.recording import parse_cst
 from highlight.simulator import LiveSimulator
-from highlight.tape import parse_cst
 from tests.harness import NOT_LIVE, Names, by_event, create_topics, moment, produce, results, running, settings_for
 
 

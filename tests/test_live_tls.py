@@ -12,11 +12,12 @@ import pytest
 import trustme
 
 from highlight import config
+from highlight.apis import backend_for
 from highlight.config import LiveSettings
 from highlight.errors import ConfigError, LiveUnreachable
-from highlight.live import LiveClient, backend_for
+from highlight.live import LiveClient
+from highlight.recording import RecordingOptions, window_at
 from highlight.simulator import LiveSimulator, SimulatorConfig
-from highlight.tape import TapeOptions, window_at
 from tests.harness import APPID, KEY
 
 
@@ -45,7 +46,7 @@ def live_settings(url: str, **changes: object) -> LiveSettings:
 async def call(settings: LiveSettings) -> int:
     now = datetime.now(UTC)
     async with LiveClient(settings, backend_for(settings)) as live:
-        started = await live.start(TapeOptions("tls-chan", 300), window_at(now, 300), now)
+        started = await live.start(RecordingOptions("tls-chan", 300), window_at(now, 300), now)
     return started.task_id
 
 

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from highlight import tape
+from highlight import recording
+from highlight.apis import live_tape_start
 from highlight.moment import InvalidMoment, Moment, bucket_of, parse_moment, parse_rfc3339
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -82,10 +83,10 @@ def test_full_moment_parses_every_field() -> None:
     assert moment.attributes == FULL["attributes"]
 
 
-def test_tape_options_carry_the_moment_and_default_the_length() -> None:
-    full = parse_moment(_bytes(FULL)).tape_options(300)
-    assert full == tape.TapeOptions("8888_test123", 600, "mp4", "video", "live.example.com", "live/app", 1)
-    assert parse_moment(_bytes(MINIMAL)).tape_options(420).record_seconds == 420
+def test_recording_options_carry_the_moment_and_default_the_length() -> None:
+    full = parse_moment(_bytes(FULL)).recording_options(300)
+    assert full == recording.RecordingOptions("8888_test123", 600, "mp4", "video", "live.example.com", "live/app", 1)
+    assert parse_moment(_bytes(MINIMAL)).recording_options(420).record_seconds == 420
 
 
 def test_aac_with_record_type_audio_is_valid() -> None:
@@ -216,7 +217,9 @@ def test_other_bad_fields_are_schema_violations(field: str, value: object) -> No
 def test_mix_stream_1_point_0_is_the_integer_1() -> None:
     moment = parse_moment(_with(mix_stream=1.0))
     assert type(moment.mix_stream) is int
-    query = tape.query_string("1", "k", moment.tape_options(300), tape.TapeWindow("a", "b"), datetime.now(UTC))
+    query = live_tape_start.query_string(
+        "1", "k", moment.recording_options(300), recording.RecordingWindow("a", "b"), datetime.now(UTC)
+    )
     assert parse_qs(query)["Param.n.mix_stream"] == ["1"]
 
 

@@ -22,18 +22,17 @@ from tencentcloud.common.http.request import RequestInternal
 from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 
-from highlight import create_live_record
-from highlight.backend import HttpRequest, Started
+from highlight.apis import HttpRequest, Started, create_live_record
+from highlight.apis.create_live_record import CreateLiveRecord, authorization, kind_of
 from highlight.config import Secret
-from highlight.create_live_record import CreateLiveRecord, authorization, kind_of
 from highlight.errors import LiveAccessRefused, LiveError, LiveInDoubt, LiveRefused, LiveUnreachable
-from highlight.tape import TapeOptions, TapeWindow
+from highlight.recording import RecordingOptions, RecordingWindow
 
 URL = "https://live.tencentcloudapi.com/"
 SECRET_ID = "AKIDexample"  # noqa: S105 - a test value, not a credential
 SECRET_KEY = "example-secret-key"  # noqa: S105 - a test value, not a credential
 NOW = datetime(2030, 6, 1, 23, 59, 59, tzinfo=UTC)
-WINDOW = TapeWindow("2030-06-02 07:59:59", "2030-06-02 08:04:59")
+WINDOW = RecordingWindow("2030-06-02 07:59:59", "2030-06-02 08:04:59")
 CHANNELS = st.text(alphabet=st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40)
 
 
@@ -105,12 +104,12 @@ def test_authorization_equals_the_sdks_for_the_request_the_sdk_builds(channel: s
 @given(channel=CHANNELS, seconds=st.integers(0, 2**32))
 def test_backend_authorization_equals_the_sdks_signature_of_the_same_request(channel: str, seconds: int) -> None:
     now = datetime.fromtimestamp(seconds, UTC)
-    request = backend().request(TapeOptions(channel, 300, file_format="mp4", mix_stream=1), WINDOW, now)
+    request = backend().request(RecordingOptions(channel, 300, file_format="mp4", mix_stream=1), WINDOW, now)
     assert request.headers["Authorization"] == sdk_authorization_of(request)
 
 
 def test_backend_signs_the_urls_port_and_path_as_the_sdk_would() -> None:
-    request = backend(url="http://127.0.0.1:8443/api/").request(TapeOptions("c", 300), WINDOW, NOW)
+    request = backend(url="http://127.0.0.1:8443/api/").request(RecordingOptions("c", 300), WINDOW, NOW)
     assert request.headers["Host"] == "127.0.0.1:8443"
     assert request.url == "http://127.0.0.1:8443/api/"
     assert request.headers["Authorization"] == sdk_authorization_of(request, path="/api/")
@@ -118,14 +117,14 @@ def test_backend_signs_the_urls_port_and_path_as_the_sdk_would() -> None:
 
 def test_the_credential_scope_date_is_the_utc_day_of_the_timestamp() -> None:
     # 23:59:59 UTC is already the next day in China: the scope must still say the UTC day.
-    request = backend().request(TapeOptions("c", 300), WINDOW, NOW)
+    request = backend().request(RecordingOptions("c", 300), WINDOW, NOW)
     assert f"Credential={SECRET_ID}/2030-06-01/live/tc3_request" in request.headers["Authorization"]
 
 
 def test_a_different_key_or_body_changes_the_signature() -> None:
-    first = backend().request(TapeOptions("c", 300), WINDOW, NOW)
-    other_key = backend(secret_key=Secret("other")).request(TapeOptions("c", 300), WINDOW, NOW)
-    other_body = backend().request(TapeOptions("d", 300), WINDOW, NOW)
+    first = backend().request(RecordingOptions("c", 300), WINDOW, NOW)
+    other_key = backend(secret_key=Secret("other")).request(RecordingOptions("c", 300), WINDOW, NOW)
+    other_body = backend().request(RecordingOptions("d", 300), WINDOW, NOW)
     assert len({r.headers["Authorization"] for r in (first, other_key, other_body)}) == 3
 
 
@@ -133,7 +132,7 @@ def test_a_different_key_or_body_changes_the_signature() -> None:
 
 
 def test_request_headers_are_the_documented_ones() -> None:
-    request = backend(region="ap-guangzhou").request(TapeOptions("c", 300), WINDOW, NOW)
+    request = backend(region="ap-guangzhou").request(RecordingOptions("c", 300), WINDOW, NOW)
 
     assert request.method == "POST"
     assert request.url == URL
@@ -148,12 +147,12 @@ def test_request_headers_are_the_documented_ones() -> None:
 
 
 def test_region_header_is_left_out_when_no_region_is_configured() -> None:
-    request = backend().request(TapeOptions("c", 300), WINDOW, NOW)
+    request = backend().request(RecordingOptions("c", 300), WINDOW, NOW)
     assert "X-TC-Region" not in request.headers
 
 
 def test_body_asks_for_real_time_recording_of_the_window_with_the_default_domain() -> None:
-    request = backend().request(TapeOptions("直播 a&b=c", 300), WINDOW, NOW)
+    request = backend().request(RecordingOptions("直播 a&b=c", 300), WINDOW, NOW)
     assert request.body is not None
     assert orjson.loads(request.body) == {
         "StreamName": "直播 a&b=c",
@@ -166,7 +165,7 @@ def test_body_asks_for_real_time_recording_of_the_window_with_the_default_domain
 
 
 def test_body_carries_the_moments_options_and_ignores_its_path() -> None:
-    moment = TapeOptions(
+    moment = RecordingOptions(
         "c", 300, file_format="hls", record_type="audio", domain="other.example", path="a/b", mix_stream=0
     )
     request = backend().request(moment, WINDOW, NOW)
@@ -178,7 +177,7 @@ def test_body_carries_the_moments_options_and_ignores_its_path() -> None:
 
 
 def test_domain_is_left_out_when_neither_moment_nor_settings_give_one() -> None:
-    request = backend(domain_name=None).request(TapeOptions("c", 300), WINDOW, NOW)
+    request = backend(domain_name=None).request(RecordingOptions("c", 300), WINDOW, NOW)
     assert request.body is not None
     assert "DomainName" not in orjson.loads(request.body)
 

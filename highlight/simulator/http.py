@@ -1,6 +1,6 @@
 """How the simulator reads a call of each API off the wire, and what its checks make of it.
 
-Reading only: `highlight.simulator` decides on channels, quotas and faults, keeps the state and answers.
+Reading only: `highlight.simulator.server` decides on channels, quotas and faults, keeps the state and answers.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from highlight import simulator_cloud as cloud
-from highlight import simulator_rules as rules
-from highlight import simulator_v2 as v2
-from highlight.simulator_rules import Accepted, Answer, Dialect, SimulatorConfig
+from highlight.simulator import cloud, rules, v2
+from highlight.simulator.config import SimulatorConfig
+from highlight.simulator.rules import Accepted, Answer, Dialect
 
 LEGACY = rules.LegacyDialect()
 V2 = v2.V2Dialect()

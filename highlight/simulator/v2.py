@@ -15,16 +15,16 @@ from collections.abc import Callable, Iterable, Mapping
 
 import orjson
 
-from highlight.simulator_rules import (
+from highlight.recording import MAX_RECORD_SECONDS
+from highlight.simulator.config import SimulatorConfig
+from highlight.simulator.rules import (
     Accepted,
     Answer,
     Denial,
     Fault,
-    SimulatorConfig,
     cst_seconds,
     format_cst_seconds,
 )
-from highlight.tape import MAX_RECORD_SECONDS
 
 API = "create_record"
 PATH = "/v2/index.php"

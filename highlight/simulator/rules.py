@@ -3,7 +3,7 @@
 No I/O and no state: `highlight.simulator` feeds in the decoded query, the settings and the time, and keeps
 the tasks. The checks run in the order the real endpoint is observed to apply them: the fcgi gateway's access
 checks (appid, t, sign) first, then the backend's parameters, the channel, the quotas. The channel and quota
-rules and the faults are shared with the v2 and 3.0 APIs (`highlight.simulator_v2`, `simulator_cloud`), which
+rules and the faults are shared with the v2 and 3.0 APIs (`highlight.simulator.v2`, `.cloud`), which
 word them in their own protocols through a `Dialect`.
 """
 
@@ -18,11 +18,9 @@ from typing import Literal, Protocol
 
 import orjson
 
-from highlight.simulator_config import SimulatorConfig as SimulatorConfig
-from highlight.simulator_config import coerce_changes as coerce_changes
-from highlight.simulator_config import config_json as config_json
-from highlight.simulator_config import parse_latency as parse_latency
-from highlight.tape import CST, INTERFACE, MAX_RECORD_SECONDS, format_cst, parse_cst, sign
+from highlight.apis.live_tape_start import INTERFACE, sign
+from highlight.recording import CST, MAX_RECORD_SECONDS, format_cst, parse_cst
+from highlight.simulator.config import SimulatorConfig
 
 RET_ACCESS = -1
 RET_INTERNAL = 1201

@@ -1,4 +1,4 @@
-"""The Live_Tape_Start protocol, pure: signing, CST wall-clock times, clamping, the query, the reply.
+"""The legacy `Live_Tape_Start` API (fcgi `common_access`), pure: signing, the query, the reply.
 
 No I/O here, so every rule of the documents can be tested without a network.
 """
@@ -6,27 +6,18 @@ No I/O here, so every rule of the documents can be tested without a network.
 from __future__ import annotations
 
 import hashlib
-import re
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from urllib.parse import quote_plus, urlencode, urlsplit, urlunsplit
-from zoneinfo import ZoneInfo
 
 import orjson
 
-from highlight.backend import HttpRequest, Started, is_json_int, parse_task_id, snippet
+from highlight.apis import HttpRequest, Started, is_json_int, parse_task_id, snippet
 from highlight.config import Secret
 from highlight.errors import LiveAccessRefused, LiveInDoubt, LiveRefused, LiveUnreachable
+from highlight.recording import RecordingOptions, RecordingWindow
 
 API_NAME = "live_tape_start"
 INTERFACE = "Live_Tape_Start"
-CST = ZoneInfo("Asia/Shanghai")
-CST_FORMAT = "%Y-%m-%d %H:%M:%S"
-CST_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", re.ASCII)
-
-MIN_RECORD_SECONDS = 300
-# The documents cap a real-time recording at 30 minutes.
-MAX_RECORD_SECONDS = 1800
 # `t` is the signature's expiry: short enough that a leaked URL is useless soon, long enough for clock skew.
 SIGNATURE_TTL_SECONDS = 60
 
@@ -40,55 +31,7 @@ def sign(key: str, t: int) -> str:
     return hashlib.md5((key + str(t)).encode(), usedforsecurity=False).hexdigest()
 
 
-def format_cst(instant: datetime) -> str:
-    """China Standard Time wall clock, whatever the host's zone; `instant` must be aware."""
-    if instant.tzinfo is None:
-        raise ValueError("a naive datetime has no defined instant")
-    return instant.astimezone(CST).strftime(CST_FORMAT)
-
-
-def parse_cst(text: str) -> datetime:
-    """The inverse of `format_cst`, strict about the documented shape."""
-    if not CST_PATTERN.fullmatch(text):
-        raise ValueError(f"not 'YYYY-MM-DD HH:MM:SS': {text!r}")
-    return datetime.strptime(text, CST_FORMAT).replace(tzinfo=CST)
-
-
-def clamp_record_seconds(requested: int) -> int:
-    """Real-time recordings last 5 to 30 minutes."""
-    return max(MIN_RECORD_SECONDS, min(MAX_RECORD_SECONDS, requested))
-
-
-@dataclass(frozen=True, slots=True)
-class TapeOptions:
-    """What a moment may ask of its recording; `None` leaves the API's default."""
-
-    channel_id: str
-    record_seconds: int
-    file_format: str | None = None
-    record_type: str | None = None
-    domain: str | None = None
-    path: str | None = None
-    mix_stream: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TapeWindow:
-    start_time: str
-    end_time: str
-
-
-def window_at(now: datetime, record_seconds: int) -> TapeWindow:
-    """The recording window of an attempt made at `now`: real time starts now."""
-    # Elapsed time is added in UTC: wall-clock arithmetic in a zone with DST would bend the length.
-    start = now.astimezone(UTC)
-    return TapeWindow(
-        start_time=format_cst(start),
-        end_time=format_cst(start + timedelta(seconds=clamp_record_seconds(record_seconds))),
-    )
-
-
-def query_string(appid: str, key: str, options: TapeOptions, window: TapeWindow, now: datetime) -> str:
+def query_string(appid: str, key: str, options: RecordingOptions, window: RecordingWindow, now: datetime) -> str:
     """The encoded query of one attempt.
 
     Form encoding (space as `+`, everything else reserved percent-encoded as UTF-8) is what the documents show
@@ -128,15 +71,11 @@ class LiveTapeStart:
         self._appid = appid
         self._key = key
 
-    def request(self, options: TapeOptions, window: TapeWindow, now: datetime) -> HttpRequest:
+    def request(self, options: RecordingOptions, window: RecordingWindow, now: datetime) -> HttpRequest:
         return HttpRequest("GET", f"{self._base}?{query_string(self._appid, self._key.reveal(), options, window, now)}")
 
     def parse(self, status: int, body: bytes) -> Started:
         return Started(parse_reply(status, body))
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 def parse_reply(status: int, body: bytes) -> int:

@@ -27,7 +27,7 @@ from aiokafka.errors import KafkaError
 from highlight import config, logs
 from highlight.broker import BrokerUnavailableError, EmbeddedBroker
 from highlight.config import Settings
-from highlight.demo_moments import (
+from highlight.demo.moments import (
     BURST_HEADER,
     Burst,
     Tally,
@@ -37,12 +37,12 @@ from highlight.demo_moments import (
     summary_document,
     summary_lines,
 )
-from highlight.demo_view import CurrentStderr, PlainView, View, make_view
+from highlight.demo.view import CurrentStderr, PlainView, View, make_view
 from highlight.errors import HighlightError
+from highlight.recording import now_utc
 from highlight.results import CONNECT_MESSAGE, DLQ_REASON_HEADER
 from highlight.simulator import LiveSimulator, SimulatorConfig
-from highlight.simulator_rules import parse_latency
-from highlight.tape import now_utc
+from highlight.simulator.config import parse_latency
 
 APPID = "1234"
 KEY = "demo-secret-key"

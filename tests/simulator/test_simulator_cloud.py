@@ -19,14 +19,14 @@ import pytest
 import trustme
 from yarl import URL
 
-from highlight import tape
-from highlight.backend import Backend, HttpRequest, Started
+from highlight import recording
+from highlight.apis import Backend, HttpRequest, Started, live_tape_start
+from highlight.apis.create_live_record import CreateLiveRecord, authorization
+from highlight.apis.create_record import CreateRecord, encode_query, sign_string, signature
 from highlight.config import Secret
-from highlight.create_live_record import CreateLiveRecord, authorization
-from highlight.create_record import CreateRecord, encode_query, sign_string, signature
 from highlight.errors import LiveAccessRefused, LiveError, LiveInDoubt, LiveRefused, LiveUnreachable
+from highlight.recording import RecordingOptions, RecordingWindow
 from highlight.simulator import LiveSimulator, SimulatorConfig
-from highlight.tape import TapeOptions, TapeWindow
 
 SECRET_ID = "AKIDsimulator"  # noqa: S105 - a test value, not a credential
 SECRET_KEY = "sim-secret-key-tc3"  # noqa: S105 - a test value, not a credential
@@ -57,18 +57,20 @@ def make_backend(sim: LiveSimulator, api: str, **kwargs: Any) -> Backend:
 
 
 class _Legacy:
-    """Live_Tape_Start behind the same interface, from `highlight.tape`'s pure functions."""
+    """Live_Tape_Start behind the same interface, from `highlight.apis.live_tape_start`'s pure functions."""
 
     name = "live_tape_start"
 
     def __init__(self, url: str, appid: str, key: str) -> None:
         self._url, self._appid, self._key = url, appid, key
 
-    def request(self, options: TapeOptions, window: TapeWindow, now: datetime) -> HttpRequest:
-        return HttpRequest("GET", f"{self._url}?{tape.query_string(self._appid, self._key, options, window, now)}")
+    def request(self, options: RecordingOptions, window: RecordingWindow, now: datetime) -> HttpRequest:
+        return HttpRequest(
+            "GET", f"{self._url}?{live_tape_start.query_string(self._appid, self._key, options, window, now)}"
+        )
 
     def parse(self, status: int, body: bytes) -> Started:
-        return Started(tape.parse_reply(status, body))
+        return Started(live_tape_start.parse_reply(status, body))
 
 
 async def send(http: aiohttp.ClientSession, request: HttpRequest) -> tuple[int, bytes]:
@@ -85,11 +87,11 @@ async def attempt(
     *,
     channel: str = CHANNEL,
     now: datetime | None = None,
-    window: TapeWindow | None = None,
+    window: RecordingWindow | None = None,
     **options: Any,
 ) -> Started:
-    now = now or tape.now_utc()
-    request = backend.request(TapeOptions(channel, 300, **options), window or tape.window_at(now, 300), now)
+    now = now or recording.now_utc()
+    request = backend.request(RecordingOptions(channel, 300, **options), window or recording.window_at(now, 300), now)
     status, body = await send(http, request)
     return backend.parse(status, body)
 
@@ -127,8 +129,8 @@ async def started_sim(config: SimulatorConfig, clock: Callable[[], float] = time
 async def test_each_api_starts_a_task_from_its_backends_request(
     sim: LiveSimulator, http: aiohttp.ClientSession, api: str
 ) -> None:
-    now = tape.now_utc()
-    window = tape.window_at(now, 300)
+    now = recording.now_utc()
+    window = recording.window_at(now, 300)
     started = await attempt(http, make_backend(sim, api), now=now, window=window)
 
     assert started.task_id == sim.tasks[0].task_id > 2**53
@@ -211,19 +213,19 @@ def resigned(request: HttpRequest, key: str = SECRET_KEY, **edits: str | None) -
 
 
 def v2_request(sim: LiveSimulator, now: datetime | None = None, **kwargs: Any) -> HttpRequest:
-    now = now or tape.now_utc()
+    now = now or recording.now_utc()
     return make_backend(sim, "create_record", **kwargs).request(
-        TapeOptions(CHANNEL, 300), tape.window_at(now, 300), now
+        RecordingOptions(CHANNEL, 300), recording.window_at(now, 300), now
     )
 
 
 def cst(moment: datetime) -> str:
-    return tape.format_cst(moment)
+    return recording.format_cst(moment)
 
 
 def utc_now_text() -> str:
     """The current UTC wall clock where China Standard Time is expected: the classic client bug."""
-    return datetime.now(UTC).strftime(tape.CST_FORMAT)
+    return datetime.now(UTC).strftime(recording.CST_FORMAT)
 
 
 def minute_ago_cst() -> str:
@@ -321,10 +323,12 @@ async def test_v2_refuses_a_timestamp_more_than_five_minutes_off_as_expired(http
         backend = make_backend(simulator, "create_record")
         clock.now += 301
         with pytest.raises(LiveAccessRefused) as expired:
-            await attempt(http, backend, now=now, window=tape.window_at(datetime.fromtimestamp(clock.now, UTC), 300))
+            await attempt(
+                http, backend, now=now, window=recording.window_at(datetime.fromtimestamp(clock.now, UTC), 300)
+            )
         clock.now -= 2
         started = await attempt(
-            http, backend, now=now, window=tape.window_at(datetime.fromtimestamp(clock.now, UTC), 300)
+            http, backend, now=now, window=recording.window_at(datetime.fromtimestamp(clock.now, UTC), 300)
         )
     finally:
         await simulator.stop()
@@ -370,11 +374,11 @@ async def test_a_window_over_30_minutes_records_30_minutes_not_refused(
     sim: LiveSimulator, http: aiohttp.ClientSession, api: str
 ) -> None:
     # Both documents: a real-time end more than 30 minutes ahead records 30 minutes.
-    now = tape.now_utc()
-    window = TapeWindow(tape.format_cst(now), tape.format_cst(now + timedelta(hours=2)))
+    now = recording.now_utc()
+    window = RecordingWindow(recording.format_cst(now), recording.format_cst(now + timedelta(hours=2)))
     await attempt(http, make_backend(sim, api), now=now, window=window)
     task = sim.tasks[0]
-    assert task.effective_end == pytest.approx(task.created_at + tape.MAX_RECORD_SECONDS)
+    assert task.effective_end == pytest.approx(task.created_at + recording.MAX_RECORD_SECONDS)
     assert task.end_time == window.end_time
 
 
@@ -391,8 +395,10 @@ def cloud_request(
     headers: dict[str, str] | None = None,
 ) -> HttpRequest:
     """A 3.0 request for `fields` (the backend's own by default), signed as a client would."""
-    now = now or tape.now_utc()
-    built = make_backend(sim, "create_live_record").request(TapeOptions(CHANNEL, 300), tape.window_at(now, 300), now)
+    now = now or recording.now_utc()
+    built = make_backend(sim, "create_live_record").request(
+        RecordingOptions(CHANNEL, 300), recording.window_at(now, 300), now
+    )
     assert built.body is not None
     body = built.body if fields is None else orjson.dumps(fields)
     all_headers = {**built.headers, **(headers or {})}
@@ -408,8 +414,8 @@ def cloud_request(
 
 
 def backend_fields(**changes: object) -> dict[str, object]:
-    now = tape.now_utc()
-    window = tape.window_at(now, 300)
+    now = recording.now_utc()
+    window = recording.window_at(now, 300)
     fields: dict[str, object] = {
         "StreamName": CHANNEL,
         "AppName": "live",
@@ -512,7 +518,7 @@ async def test_cloud_refuses_bad_credentials_and_headers_as_access(
 ) -> None:
     kwargs = dict(kwargs)
     offset = timedelta(seconds=kwargs.pop("offset_s", 0))
-    request = cloud_request(sim, now=tape.now_utc() + offset, **kwargs)
+    request = cloud_request(sim, now=recording.now_utc() + offset, **kwargs)
     if "headers" in kwargs and "Host" in kwargs["headers"]:
         # Signed for another host than the one the request reaches.
         request = HttpRequest("POST", request.url, {**request.headers, "Host": make_host(sim)}, request.body)
@@ -615,8 +621,8 @@ async def test_faults_answer_once_in_each_apis_own_protocol(
 
 @pytest.mark.parametrize("api", APIS)
 async def test_a_hang_creates_the_task_on_every_api(sim: LiveSimulator, http: aiohttp.ClientSession, api: str) -> None:
-    now = tape.now_utc()
-    request = make_backend(sim, api).request(TapeOptions(CHANNEL, 300), tape.window_at(now, 300), now)
+    now = recording.now_utc()
+    request = make_backend(sim, api).request(RecordingOptions(CHANNEL, 300), recording.window_at(now, 300), now)
     sim.inject("hang")
     with pytest.raises(TimeoutError):
         async with http.request(

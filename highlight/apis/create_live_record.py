@@ -16,10 +16,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from highlight.backend import HttpRequest, Started, parse_task_id, snippet
+from highlight.apis import HttpRequest, Started, parse_task_id, snippet
 from highlight.config import Secret
 from highlight.errors import LiveAccessRefused, LiveError, LiveInDoubt, LiveRefused, LiveUnreachable
-from highlight.tape import TapeOptions, TapeWindow
+from highlight.recording import RecordingOptions, RecordingWindow
 
 API_NAME = "create_live_record"
 ACTION = "CreateLiveRecord"
@@ -178,7 +178,7 @@ class CreateLiveRecord:
         self._domain_name = domain_name
         self._region = region
 
-    def body(self, options: TapeOptions, window: TapeWindow) -> dict[str, object]:
+    def body(self, options: RecordingOptions, window: RecordingWindow) -> dict[str, object]:
         fields: dict[str, object] = {"StreamName": options.channel_id, "AppName": self._app_name}
         domain = options.domain or self._domain_name
         if domain:
@@ -194,7 +194,7 @@ class CreateLiveRecord:
         # CreateLiveRecord has no storage path parameter: a moment's `path` is ignored here.
         return fields
 
-    def request(self, options: TapeOptions, window: TapeWindow, now: datetime) -> HttpRequest:
+    def request(self, options: RecordingOptions, window: RecordingWindow, now: datetime) -> HttpRequest:
         body = orjson.dumps(self.body(options, window))
         timestamp = int(now.timestamp())
         headers = {

@@ -18,10 +18,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import orjson
 
-from highlight.backend import HttpRequest, Started, is_json_int, parse_task_id, snippet
+from highlight.apis import HttpRequest, Started, is_json_int, parse_task_id, snippet
 from highlight.config import Secret
 from highlight.errors import LiveAccessRefused, LiveError, LiveInDoubt, LiveRefused, LiveUnreachable
-from highlight.tape import TapeOptions, TapeWindow
+from highlight.recording import RecordingOptions, RecordingWindow
 
 API_NAME = "create_record"
 ACTION = "CreateRecord"
@@ -122,7 +122,7 @@ class CreateRecord:
         self._method = signature_method
         self._nonce = nonce or default_nonce
 
-    def params(self, options: TapeOptions, window: TapeWindow, now: datetime) -> dict[str, str]:
+    def params(self, options: RecordingOptions, window: RecordingWindow, now: datetime) -> dict[str, str]:
         """The signed parameters of one attempt (a fresh Nonce each call)."""
         # v2 CreateRecord has no file format, record type, domain, path or mix-stream parameters: a moment's
         # options beyond the channel are ignored here (the recording takes the account's defaults).
@@ -145,7 +145,7 @@ class CreateRecord:
         params["Signature"] = signature(self._secret_key.reveal(), text, self._method)
         return params
 
-    def request(self, options: TapeOptions, window: TapeWindow, now: datetime) -> HttpRequest:
+    def request(self, options: RecordingOptions, window: RecordingWindow, now: datetime) -> HttpRequest:
         query = encode_query(self.params(options, window, now))
         # Host is sent as signed: a client library normalising it (dropping a default port) would break it.
         return HttpRequest("GET", f"{self._base}?{query}", headers={"Host": self._host})

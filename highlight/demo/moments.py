@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from highlight.tape import CST, format_cst
+from highlight.recording import CST, format_cst
 
 # Far beyond HIGHLIGHT_MAX_EVENT_AGE_SECONDS (120 s by default), and in another dedup bucket than the rest.
 STALE_AGE = timedelta(hours=1)

@@ -1,6 +1,6 @@
 """The simulator's settings: defaults, validation, and runtime changes coerced from Python or JSON.
 
-Pure, argparse aside; `highlight.simulator_rules` and `highlight.simulator` re-export what older imports name.
+Pure, argparse aside.
 """
 
 from __future__ import annotations

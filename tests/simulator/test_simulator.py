@@ -1,4 +1,4 @@
-"""The Live_Tape_Start simulator, hit over real HTTP with URLs built by `highlight.tape`.
+"""The Live_Tape_Start simulator, hit over real HTTP with URLs built by `highlight.apis.live_tape_start`.
 
 Both sides are the project's own code, so every test here cross-checks the client protocol module against the
 simulator's reading of the documents.
@@ -19,7 +19,8 @@ import orjson
 import pytest
 from yarl import URL
 
-from highlight import tape
+from highlight import recording
+from highlight.apis import live_tape_start
 from highlight.errors import LiveAccessRefused, LiveInDoubt, LiveRefused, LiveUnreachable
 from highlight.simulator import LiveSimulator, SimulatorConfig, add_arguments, config_from_args, serve
 
@@ -54,11 +55,13 @@ def make_query(
     edits: dict[str, str | None] | None = None,
     **options: Any,
 ) -> str:
-    """A query from `tape.query_string`; `edits` then replaces (or with None removes) parameters by name."""
-    now = now or tape.now_utc()
-    window = tape.window_at(now, record_seconds)
-    window = tape.TapeWindow(start or window.start_time, end or window.end_time)
-    query = tape.query_string(appid, key, tape.TapeOptions(channel, record_seconds, **options), window, now)
+    """A query from `live_tape_start.query_string`; `edits` then replaces (or with None removes) parameters by name."""
+    now = now or recording.now_utc()
+    window = recording.window_at(now, record_seconds)
+    window = recording.RecordingWindow(start or window.start_time, end or window.end_time)
+    query = live_tape_start.query_string(
+        appid, key, recording.RecordingOptions(channel, record_seconds, **options), window, now
+    )
     if not edits:
         return query
     params = dict(parse_qsl(query, keep_blank_values=True))
@@ -71,7 +74,7 @@ def make_query(
 
 
 def url_of(sim: LiveSimulator, query: str) -> URL:
-    # encoded=True sends tape's bytes exactly, so the simulator's decoding is what is tested.
+    # encoded=True sends the client's bytes exactly, so the simulator's decoding is what is tested.
     return URL(f"{sim.url}?{query}", encoded=True)
 
 
@@ -123,7 +126,7 @@ async def test_success_answers_an_exact_task_id_above_2_53_labelled_text_html(
 
     assert status == 200
     assert content_type.startswith("text/html")
-    task_id = tape.parse_reply(status, body)
+    task_id = live_tape_start.parse_reply(status, body)
     assert task_id > 2**53
     assert task_id == sim.tasks[0].task_id
     assert f'"task_id":{task_id}}}'.encode() in body
@@ -133,7 +136,7 @@ async def test_success_answers_an_exact_task_id_above_2_53_labelled_text_html(
 
 
 async def test_accepts_the_documented_sign_vector(http: aiohttp.ClientSession) -> None:
-    clock = FakeClock(DOC_T - tape.SIGNATURE_TTL_SECONDS)
+    clock = FakeClock(DOC_T - live_tape_start.SIGNATURE_TTL_SECONDS)
     key = "5d41402abc4b2a76b9719d911017c592"
     query = make_query(clock.utc(), key=key)
     assert f"t={DOC_T}&sign=b17971b51ba0fe5916ddcd96692e9fb3" in query
@@ -142,7 +145,7 @@ async def test_accepts_the_documented_sign_vector(http: aiohttp.ClientSession) -
         status, _, body = await get(http, simulator, query)
     finally:
         await simulator.stop()
-    assert tape.parse_reply(status, body) == simulator.tasks[0].task_id
+    assert live_tape_start.parse_reply(status, body) == simulator.tasks[0].task_id
 
 
 async def test_signature_is_compared_case_insensitively(sim: LiveSimulator, http: aiohttp.ClientSession) -> None:
@@ -153,7 +156,7 @@ async def test_signature_is_compared_case_insensitively(sim: LiveSimulator, http
 
 async def test_t_is_an_expiry_so_a_far_future_t_is_accepted(sim: LiveSimulator, http: aiohttp.ClientSession) -> None:
     t = int(time.time()) + 7 * 86_400
-    query = make_query(edits={"t": str(t), "sign": tape.sign(KEY, t)})
+    query = make_query(edits={"t": str(t), "sign": live_tape_start.sign(KEY, t)})
     assert await ret_of(http, sim, query) == (0, "")
 
 
@@ -162,7 +165,9 @@ async def test_t_is_an_expiry_so_a_far_future_t_is_accepted(sim: LiveSimulator, 
     [
         pytest.param({"appid": "4321"}, KEY, "appid is invalid", id="wrong-appid"),
         pytest.param({"appid": None}, KEY, "appid is invalid", id="missing-appid"),
-        pytest.param({"t": "1471850187", "sign": tape.sign(KEY, 1471850187)}, KEY, "time expired", id="expired"),
+        pytest.param(
+            {"t": "1471850187", "sign": live_tape_start.sign(KEY, 1471850187)}, KEY, "time expired", id="expired"
+        ),
         pytest.param({"t": "soon"}, KEY, "time expired", id="t-not-an-int"),
         pytest.param({"t": None}, KEY, "time expired", id="missing-t"),
         pytest.param({}, "another-key", "sign invalid", id="wrong-key"),
@@ -179,14 +184,14 @@ async def test_access_refusals_answer_ret_minus_1_with_the_gateway_message(
     assert content_type.startswith("text/html")
     assert orjson.loads(body) == {"ret": -1, "retcode": -1, "message": message}
     with pytest.raises(LiveAccessRefused):
-        tape.parse_reply(status, body)
+        live_tape_start.parse_reply(status, body)
     assert sim.calls[0].outcome == message
     assert sim.tasks == []
 
 
 def _utc_window() -> tuple[str, str]:
     now = datetime.now(UTC)
-    return now.strftime(tape.CST_FORMAT), (now + timedelta(minutes=5)).strftime(tape.CST_FORMAT)
+    return now.strftime(recording.CST_FORMAT), (now + timedelta(minutes=5)).strftime(recording.CST_FORMAT)
 
 
 @pytest.mark.parametrize(
@@ -205,7 +210,7 @@ def _utc_window() -> tuple[str, str]:
             {"start": _utc_window()[0], "end": _utc_window()[1]}, "start_time is not now (CST)", id="utc-times"
         ),
         pytest.param(
-            {"end": tape.format_cst(tape.now_utc() - timedelta(seconds=30))},
+            {"end": recording.format_cst(recording.now_utc() - timedelta(seconds=30))},
             "Param.s.end_time must be after",
             id="end-before-start",
         ),
@@ -239,7 +244,7 @@ async def test_bad_parameters_answer_1204_naming_the_parameter(
     assert reply["message"].startswith("bad parameter: ")
     assert detail in reply["message"]
     with pytest.raises(LiveRefused):
-        tape.parse_reply(status, body)
+        live_tape_start.parse_reply(status, body)
     assert sim.calls[0].outcome == "ret:1204"
     assert detail in sim.calls[0].message
     assert sim.tasks == []
@@ -263,13 +268,13 @@ async def test_documented_optional_parameters_are_accepted(
 async def test_real_time_recording_is_capped_at_30_minutes_not_refused(
     sim: LiveSimulator, http: aiohttp.ClientSession
 ) -> None:
-    now = tape.now_utc()
-    query = make_query(now, end=tape.format_cst(now + timedelta(hours=2)))
+    now = recording.now_utc()
+    query = make_query(now, end=recording.format_cst(now + timedelta(hours=2)))
 
     assert await ret_of(http, sim, query) == (0, "")
     task = sim.tasks[0]
-    assert task.effective_end == pytest.approx(task.created_at + tape.MAX_RECORD_SECONDS)
-    assert task.end_time == tape.format_cst(now + timedelta(hours=2))
+    assert task.effective_end == pytest.approx(task.created_at + recording.MAX_RECORD_SECONDS)
+    assert task.end_time == recording.format_cst(now + timedelta(hours=2))
 
 
 async def test_scheduled_task_within_a_day_is_created(sim: LiveSimulator, http: aiohttp.ClientSession) -> None:
@@ -279,7 +284,7 @@ async def test_scheduled_task_within_a_day_is_created(sim: LiveSimulator, http: 
         "Param.s.end_time": "2099-01-01 11:00:00",
     }
     assert await ret_of(http, sim, make_query(edits=edits)) == (0, "")
-    assert sim.tasks[0].effective_end == tape.parse_cst("2099-01-01 11:00:00").timestamp()
+    assert sim.tasks[0].effective_end == recording.parse_cst("2099-01-01 11:00:00").timestamp()
 
 
 # --- channel state and quotas ------------------------------------------------------------------------------
@@ -321,7 +326,7 @@ async def test_running_limit_answers_1206_until_a_recording_ends(http: aiohttp.C
 
 
 async def test_daily_quota_answers_1207_until_midnight_in_china(http: aiohttp.ClientSession) -> None:
-    cst_midnight = datetime(2030, 6, 2, tzinfo=tape.CST).timestamp()
+    cst_midnight = datetime(2030, 6, 2, tzinfo=recording.CST).timestamp()
     clock = FakeClock(cst_midnight - 600)
     simulator = await started_sim(SimulatorConfig(daily_quota=2), clock)
     try:
@@ -355,7 +360,7 @@ async def test_scripted_failures_answer_once_without_a_task(
 
     assert got_status == status
     with pytest.raises(error):
-        tape.parse_reply(got_status, body)
+        live_tape_start.parse_reply(got_status, body)
     assert sim.tasks == []
     assert await ret_of(http, sim, make_query()) == (0, "")
 
@@ -364,7 +369,7 @@ async def test_scripted_ret_uses_the_documented_message(sim: LiveSimulator, http
     sim.inject("ret:1202")
     status, _, body = await get(http, sim, make_query())
     with pytest.raises(LiveRefused) as refused:
-        tape.parse_reply(status, body)
+        live_tape_start.parse_reply(status, body)
     assert refused.value.code == "1202"
     assert refused.value.retriable
     assert str(refused.value) == "request frequency exceeds limit"
@@ -398,7 +403,7 @@ async def test_aiohttp_get_silently_resends_after_a_reset_recording_twice(
     sim.inject("reset")
     status, _, body = await get(http, sim, make_query())
 
-    assert tape.parse_reply(status, body) == sim.tasks[1].task_id
+    assert live_tape_start.parse_reply(status, body) == sim.tasks[1].task_id
     assert [call.outcome for call in sim.calls] == ["reset", "started"]
     assert len(sim.tasks) == 2
 
@@ -422,7 +427,7 @@ async def test_delay_fault_answers_normally_after_the_extra_delay(
     status, _, body = await get(http, sim, make_query())
 
     assert time.monotonic() - started >= 0.2
-    assert tape.parse_reply(status, body) == sim.tasks[0].task_id
+    assert live_tape_start.parse_reply(status, body) == sim.tasks[0].task_id
 
 
 async def test_faults_are_fifo_and_skip_calls_that_fail_validation(
@@ -526,7 +531,7 @@ async def test_channel_ids_with_reserved_and_non_ascii_characters_arrive_intact(
 async def test_post_with_a_form_body_is_read_like_a_query(sim: LiveSimulator, http: aiohttp.ClientSession) -> None:
     async with http.post(sim.url, data=make_query(channel="a&b"), headers=FORM) as resp:
         status, body = resp.status, await resp.read()
-    assert tape.parse_reply(status, body) == sim.tasks[0].task_id
+    assert live_tape_start.parse_reply(status, body) == sim.tasks[0].task_id
     assert sim.calls[0].channel_id == "a&b"
 
 

@@ -12,12 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from highlight import create_record
-from highlight.backend import Started
+from highlight.apis import Started, create_record
+from highlight.apis.create_record import CreateRecord, default_nonce, encode_query, sign_string, signature, signed_host
 from highlight.config import Secret
-from highlight.create_record import CreateRecord, default_nonce, encode_query, sign_string, signature, signed_host
 from highlight.errors import LiveAccessRefused, LiveInDoubt, LiveRefused, LiveUnreachable
-from highlight.tape import TapeOptions, TapeWindow, window_at
+from highlight.recording import RecordingOptions, RecordingWindow, window_at
 
 URL = "https://live.api.qcloud.com/v2/index.php"
 SECRET_ID = "AKIDexample"  # noqa: S105 - a test value, not a credential
@@ -42,8 +41,8 @@ def query_of(url: str) -> list[tuple[str, str]]:
     return parse_qsl(urlsplit(url).query, keep_blank_values=True, strict_parsing=True)
 
 
-def options(channel: str = "8888_test", **extra: object) -> TapeOptions:
-    return TapeOptions(channel, 300, **extra)  # type: ignore[arg-type]  # the test's own kwargs
+def options(channel: str = "8888_test", **extra: object) -> RecordingOptions:
+    return RecordingOptions(channel, 300, **extra)  # type: ignore[arg-type]  # the test's own kwargs
 
 
 # --- signing --------------------------------------------------------------------------------------------------
@@ -110,7 +109,7 @@ def test_constructor_refuses_an_unknown_signature_method() -> None:
 
 
 def test_request_carries_the_documented_parameters_and_ignores_unsupported_options() -> None:
-    window = TapeWindow("2030-06-01 12:00:00", "2030-06-01 12:05:00")
+    window = RecordingWindow("2030-06-01 12:00:00", "2030-06-01 12:05:00")
     request = backend(nonce=lambda: 345122).request(
         options(file_format="mp4", record_type="video", domain="d.example", path="a/b", mix_stream=1), window, NOW
     )

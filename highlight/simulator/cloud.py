@@ -16,18 +16,18 @@ from collections.abc import Mapping
 
 import orjson
 
-from highlight.create_live_record import tc3_signature, utc_date
-from highlight.simulator_rules import (
+from highlight.apis.create_live_record import tc3_signature, utc_date
+from highlight.recording import MAX_RECORD_SECONDS
+from highlight.simulator.config import SimulatorConfig
+from highlight.simulator.rules import (
     Accepted,
     Answer,
     Denial,
     Fault,
-    SimulatorConfig,
     cst_seconds,
     format_cst_seconds,
 )
-from highlight.simulator_v2 import SIGNATURE_SKEW_S
-from highlight.tape import MAX_RECORD_SECONDS
+from highlight.simulator.v2 import SIGNATURE_SKEW_S
 
 API = "create_live_record"
 PATH = "/"

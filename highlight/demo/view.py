@@ -9,7 +9,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
-from highlight.demo_moments import Burst, ChannelRow, Tally, dead_letter_line, header_line, result_line
+from highlight.demo.moments import Burst, ChannelRow, Tally, dead_letter_line, header_line, result_line
 
 if TYPE_CHECKING:
     from rich.table import Table

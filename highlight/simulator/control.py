@@ -5,19 +5,35 @@ Tests in another process (and the bench) drive the simulator through these.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 
-from highlight import simulator_rules as rules
-
-if TYPE_CHECKING:  # the simulator adds these routes to its own application
-    from highlight.simulator import LiveSimulator
+from highlight.simulator.config import SimulatorConfig, config_json
 
 
-def add_control_routes(app: web.Application, sim: LiveSimulator) -> None:
+class Controlled(Protocol):
+    """What the routes reach of the simulator that serves them (the server adds them to its own application)."""
+
+    config: SimulatorConfig
+
+    @property
+    def tasks(self) -> Sequence[Any]: ...
+
+    @property
+    def calls(self) -> Sequence[Any]: ...
+
+    def set_config(self, **changes: object) -> None: ...
+
+    def inject(self, *faults: str, channel: str | None = None) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+def add_control_routes(app: web.Application, sim: Controlled) -> None:
     async def get_tasks(request: web.Request) -> web.Response:
         return _json([{**asdict(task), "task_id": str(task.task_id)} for task in sim.tasks])
 
@@ -26,7 +42,7 @@ def add_control_routes(app: web.Application, sim: LiveSimulator) -> None:
         return _json(calls)
 
     async def get_config(request: web.Request) -> web.Response:
-        return _json(rules.config_json(sim.config))
+        return _json(config_json(sim.config))
 
     async def post_config(request: web.Request) -> web.Response:
         changes = await _json_object(request)
@@ -34,7 +50,7 @@ def add_control_routes(app: web.Application, sim: LiveSimulator) -> None:
             sim.set_config(**changes)
         except (TypeError, ValueError) as exc:
             return _json({"error": str(exc)}, status=400)
-        return _json(rules.config_json(sim.config))
+        return _json(config_json(sim.config))
 
     async def post_faults(request: web.Request) -> web.Response:
         body = await _json_object(request)

@@ -1,9 +1,9 @@
-"""A faithful stand-in for Tencent Cloud Live's recording APIs, with faults on demand.
+"""The simulator's server: a faithful stand-in for Tencent Cloud Live's recording APIs, with faults on demand.
 
 One server answers the three APIs highlight can call: the legacy `Live_Tape_Start` (`/common_access`), v2
 `CreateRecord` (`GET /v2/index.php`) and Cloud API 3.0 `CreateLiveRecord` (`POST /`). The real endpoints cannot
 be reached from tests or a developer's machine, so this serves their contracts over real HTTP (or HTTPS; the
-checks are in `highlight.simulator_rules`, `simulator_v2` and `simulator_cloud`), records every call, and can
+checks are in `highlight.simulator.rules`, `.v2` and `.cloud`), records every call, and can
 be told to fail in each way a client must survive: refusals, 5xx, silence, resets, unreadable bodies,
 slowness. Channel rules, quotas and faults are shared: each API answers them in its own protocol.
 """
@@ -26,24 +26,10 @@ from typing import Literal
 import structlog
 from aiohttp import web
 
-from highlight import simulator_cloud as cloud
-from highlight import simulator_http as http
-from highlight import simulator_rules as rules
-from highlight import simulator_v2 as v2
-from highlight.simulator_config import add_arguments, config_from_args
-from highlight.simulator_control import add_control_routes
-from highlight.simulator_rules import Accepted, Answer, SimulatorConfig
-
-__all__ = [
-    "APIS",
-    "LiveSimulator",
-    "SimCall",
-    "SimTask",
-    "SimulatorConfig",
-    "add_arguments",
-    "config_from_args",
-    "serve",
-]
+from highlight.simulator import cloud, http, rules, v2
+from highlight.simulator.config import SimulatorConfig, coerce_changes
+from highlight.simulator.control import add_control_routes
+from highlight.simulator.rules import Accepted, Answer
 
 log = structlog.get_logger()
 
@@ -131,7 +117,7 @@ class LiveSimulator:
 
     def set_config(self, **changes: object) -> None:
         """Change settings at runtime; lists are accepted for the channel sets and latency_ms."""
-        self.config = replace(self.config, **rules.coerce_changes(changes))  # type: ignore[arg-type]
+        self.config = replace(self.config, **coerce_changes(changes))  # type: ignore[arg-type]
         if "seed" in changes:
             self._rng.seed(self.config.seed)
 

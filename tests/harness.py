@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -16,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
@@ -303,3 +305,25 @@ async def wait_ready(port: int, want: int, *, containing: str = "", timeout: flo
         if loop.time() > deadline:
             raise AssertionError(f"/readyz stayed {status} ({text.strip()}), wanted {want} {containing}")
         await asyncio.sleep(0.1)
+
+
+# --- external tools (installed by .ci/run) ---------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+# Where .ci/run installs the npm tools it pins; git-ignored.
+LOCAL_TOOLS = ROOT / ".tools" / "node_modules" / ".bin"
+
+
+def tool(name: str, install: str) -> str:
+    """The path of an external tool; a missing one skips the test saying how to install it, but fails in CI.
+
+    CI (CI=true) installs every tool in .ci/run: a tool missing there is a broken install step, and a skip
+    would hide it.
+    """
+    found = shutil.which(name, path=os.pathsep.join([str(LOCAL_TOOLS), os.environ.get("PATH", "")]))
+    if found is not None:
+        return found
+    reason = f"{name} is not installed ({install}; .ci/run does it)"
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"{reason}, and CI must run this test", pytrace=False)
+    pytest.skip(reason)

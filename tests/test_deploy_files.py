@@ -3,8 +3,10 @@
 No Docker engine is needed (nor available in CI): the files are parsed, and each test pins one property a
 deployment relies on. Configuration names are checked against `highlight.config.ENV_DEFAULTS`, the single
 list of documented settings; metric names in the dashboard and the alerting rules against the registry of
-`highlight.metrics.Metrics`, the single list of instruments. Where `promtool` is installed, the Prometheus
-files are also checked by it.
+`highlight.metrics.Metrics`, the single list of instruments. The real tools check them too: `promtool` (Debian's
+`prometheus` package) the Prometheus files, `dclint` (npm, the version .ci/run pins) the compose file against the
+Compose Specification and the rules configured in .dclintrc.yml. .ci/run installs both; where one is missing
+the test skips saying so, except in CI, where it fails.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from highlight.config import DEFAULT_LIVE_URLS, ENV_DEFAULTS
 from highlight.metrics import Metrics
+from tests import harness
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -36,6 +39,8 @@ README = ROOT / "README.md"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "highlight.json"
+CI_SCRIPT = ROOT / ".ci" / "run"
+DCLINT_CONFIG = ROOT / ".dclintrc.yml"
 GRAFANA_PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
 
 REAL_BLOCK_BEGIN = "# >>> real-endpoint"
@@ -372,6 +377,16 @@ def test_compose_built_images_have_local_names(services: dict[str, dict[str, Any
         assert is_local_image_name(ref.name), f"service {name} builds but names a registry image {ref.name!r}"
 
 
+def test_compose_built_images_are_never_pulled(
+    services: dict[str, dict[str, Any]], real_services: dict[str, dict[str, Any]]
+) -> None:
+    """With `build` and `image` but no pull_policy, Compose first tries to pull `highlight:local` from a registry."""
+    built = {name: service for name, service in {**services, **real_services}.items() if "build" in service}
+    assert {"live-sim", REAL_SERVICE} <= set(built), sorted(built)
+    for name, service in built.items():
+        assert service.get("pull_policy") == "build", f"{name} builds {service['image']} but may pull it instead"
+
+
 def test_compose_highlight_services_share_the_image_built_from_this_dockerfile(
     services: dict[str, dict[str, Any]],
 ) -> None:
@@ -422,6 +437,22 @@ def test_compose_kafka_advertises_the_recorders_bootstrap_address(
     bootstrap = environment(services["recorder"])["HIGHLIGHT_KAFKA_BOOTSTRAP_SERVERS"]
     for server in bootstrap.split(","):
         assert server in addresses, f"recorder bootstraps from {server}, kafka advertises {sorted(addresses)}"
+
+
+def test_compose_kafka_advertises_its_host_listener_where_it_is_published(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Published on 127.0.0.1 only, so the address a host client is sent to must be 127.0.0.1, not `localhost`
+    (which may resolve to ::1, where nothing listens)."""
+    kafka = services["kafka"]
+    advertised = environment(kafka).get("KAFKA_ADVERTISED_LISTENERS", "")
+    published = {(address, host_port) for address, host_port, _ in published_ports(kafka)}
+    listeners = [entry.split("://", 1)[-1] for entry in advertised.split(",")]
+    host_listeners = [listener for listener in listeners if listener.rpartition(":")[0] != "kafka"]
+    assert host_listeners, f"no listener for clients on the host: {advertised}"
+    for listener in host_listeners:
+        host, _, port = listener.rpartition(":")
+        assert (host, int(port)) in published, f"kafka advertises {listener}, publishes {sorted(published)}"
 
 
 def test_compose_kafka_healthcheck_uses_the_kafka_cli(services: dict[str, dict[str, Any]]) -> None:
@@ -1045,13 +1076,16 @@ def test_readme_operations_names_the_monitoring_images(services: dict[str, dict[
         assert image in section, f"README Operations does not say that {name} runs {image}"
 
 
-def test_compose_monitoring_ports_are_published_on_loopback_only(services: dict[str, dict[str, Any]]) -> None:
-    """Grafana lets anonymous viewers in and Prometheus has no login: neither belongs on a LAN address."""
-    for name in sorted(MONITORING_SERVICES):
-        ports = published_ports(services[name])
-        assert ports, f"{name} publishes no port"
-        for address, _, _ in ports:
-            assert address in {"127.0.0.1", "[::1]", "localhost"}, f"{name} is published on {address or 'all'}"
+def test_compose_publishes_ports_on_loopback_only(
+    services: dict[str, dict[str, Any]], real_services: dict[str, dict[str, Any]]
+) -> None:
+    """Kafka has no authentication, Grafana lets anonymous viewers in and Prometheus has no login: none of them
+    belongs on a LAN address."""
+    for name in sorted({"kafka", *MONITORING_SERVICES}):
+        assert published_ports(services[name]), f"{name} publishes no port"
+    for name, service in sorted(real_services.items()):
+        for address, _, _ in published_ports(service):
+            assert address in {"127.0.0.1", "[::1]"}, f"{name} is published on {address or 'every interface'}"
 
 
 def test_compose_monitoring_bind_mounts_exist_and_are_read_only(services: dict[str, dict[str, Any]]) -> None:
@@ -1278,14 +1312,11 @@ def test_readme_operations_explains_every_alert(alerts: dict[str, Any]) -> None:
     assert explained == names, f"unexplained: {sorted(names - explained)}; gone: {sorted(explained - names)}"
 
 
-# promtool (Prometheus's own checker) where it is installed; CI may not have it.
+# The real tools: promtool (Prometheus's own checker) and dclint (the Compose linter).
 
 
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        pytest.skip("promtool is not installed")
-    return found
+    return harness.tool("promtool", "apt-get install prometheus")
 
 
 def test_promtool_accepts_the_alerting_rules() -> None:
@@ -1316,3 +1347,64 @@ def test_promtool_parses_every_dashboard_query(dashboard: dict[str, Any], tmp_pa
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8")
     done = subprocess.run([tool, "check", "rules", str(path)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def dclint_pin() -> str:
+    """The dclint version .ci/run installs: the one whose verdict the compose file is kept clean for."""
+    match = re.search(r"^DCLINT_VERSION=(\S+)$", read(CI_SCRIPT), flags=re.MULTILINE)
+    assert match, ".ci/run pins no DCLINT_VERSION"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def dclint() -> str:
+    version = dclint_pin()
+    found = harness.tool("dclint", f"npm install --no-save --prefix .tools dclint@{version}")
+    done = subprocess.run([found, "--version"], capture_output=True, text=True, check=False)
+    assert done.stdout.strip() == version, f"{found} is dclint {done.stdout.strip()}; .ci/run pins {version}"
+    return found
+
+
+@pytest.fixture(scope="module")
+def dclint_findings(dclint: str, compose_text: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """dclint's findings, one run (node takes a second or two to start) over the compose file as it is, with
+    the real-endpoint block uncommented, and with the kafka port published on every interface as it once was."""
+    folder = tmp_path_factory.mktemp("compose")
+    unbound = re.sub(r'"[\d.]+:29092:29092"', '"29092:29092"', compose_text)
+    variants = {"as-is": COMPOSE, "real-endpoint": folder / "real.yml", "unbound": folder / "unbound.yml"}
+    variants["real-endpoint"].write_text(uncomment_real_endpoint(compose_text), encoding="utf-8")
+    variants["unbound"].write_text(unbound, encoding="utf-8")
+    # A file, not stdout: node exits before a pipe takes more than 64 KiB, and a file with many findings has more.
+    output = folder / "report.json"
+    done = subprocess.run(
+        [dclint, "--config", str(DCLINT_CONFIG), "--formatter", "json", "--output-file", str(output)]
+        + [str(path) for path in variants.values()],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert output.is_file(), f"dclint wrote no report: {done.stdout}{done.stderr}"
+    reports = {Path(ROOT, report["filePath"]): report["messages"] for report in json.loads(read(output))}
+    # Warnings count as findings too: the configured rules (key order, quoting) are kept at zero.
+    return {
+        name: [f"line {found['line']}: {found['type']} {found['rule']}: {found['message']}" for found in reports[path]]
+        for name, path in variants.items()
+    }
+
+
+def test_dclint_accepts_the_compose_file(dclint_findings: dict[str, list[str]]) -> None:
+    assert not dclint_findings["as-is"], "\n".join(dclint_findings["as-is"])
+
+
+def test_dclint_accepts_the_compose_file_with_the_real_endpoint_uncommented(
+    dclint_findings: dict[str, list[str]],
+) -> None:
+    assert not dclint_findings["real-endpoint"], "\n".join(dclint_findings["real-endpoint"])
+
+
+def test_dclint_refuses_a_broker_published_on_every_interface(dclint_findings: dict[str, list[str]]) -> None:
+    """The check can fail: the port binding this file once had is an error under the pinned dclint."""
+    findings = dclint_findings["unbound"]
+    assert len(findings) == 1, findings
+    assert "error no-unbound-port-interfaces" in findings[0], findings

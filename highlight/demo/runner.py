@@ -218,6 +218,9 @@ class _Demo:
         if self.args.keep_running:
             lines += [
                 f"bootstrap: {kafka.bootstrap_servers}",
+                "  clients: aiokafka, kafka-python, librdkafka 2.2.0 or later (confluent-kafka; set"
+                " partitioner=murmur2_random); older librdkafka, e.g. Debian 12's kcat, fails with"
+                " 'ApiVersionRequest failed: Local: Read underflow'",
                 f"simulator: {url} (appid {APPID}, key {KEY})",
                 f"topics: moments {kafka.moments_topic} ({PARTITIONS} partitions, key = channel_id),"
                 f" results {kafka.results_topic}, dead letters {kafka.dlq_topic}",

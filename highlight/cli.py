@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -13,13 +14,15 @@ from typing import Any
 import structlog
 
 from highlight import __version__, config, logs
-from highlight.errors import BrokerError, ConfigError, TopicMisconfigured
+from highlight.errors import BrokerError, BrokerUnavailable, ConfigError, TooManyUnprocessable, TopicMisconfigured
 
 # Exit codes (sysexits.h where one fits).
 EXIT_OK = 0
-EXIT_FAILURE = 1
+EXIT_FAILURE = 1  # a bug outside any one record: the traceback says where
 EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 69  # Kafka could not be reached or failed
+EXIT_UNAVAILABLE = 69  # the brokers could not be reached (at start-up, after HIGHLIGHT_KAFKA_STARTUP_TIMEOUT_SECONDS)
+EXIT_SOFTWARE = 70  # records failed one after another in our own code (HIGHLIGHT_MAX_UNPROCESSABLE_IN_A_ROW)
+EXIT_PROTOCOL = 76  # Kafka refused a request, for another reason than reachability (authorization, say)
 EXIT_CONFIG = 78  # a topic is misconfigured (a refused Live credential pauses the service instead)
 
 
@@ -88,7 +91,11 @@ def _run(args: argparse.Namespace) -> int:
     from highlight.service import Service
 
     async def serve(stop: asyncio.Event) -> None:
-        async with Service(settings) as service:
+        service = Service(settings)
+        # Start-up may wait a while for the brokers: a signal meanwhile ends it there.
+        if not await _unless_stopped(service.__aenter__(), stop):
+            return
+        try:
             waiter = asyncio.create_task(stop.wait())
             runner = asyncio.create_task(service.run())
             try:
@@ -99,8 +106,27 @@ def _run(args: argparse.Namespace) -> int:
                 waiter.cancel()
                 runner.cancel()
                 await asyncio.gather(waiter, runner, return_exceptions=True)
+        finally:
+            await service.stop()
 
     return _serve_with_signals(serve)
+
+
+async def _unless_stopped(starting: Coroutine[Any, Any, object], stop: asyncio.Event) -> bool:
+    """Run `starting` to its end (True), or cancel it when `stop` is set first (False)."""
+    task = asyncio.ensure_future(starting)
+    waiter = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
+    task.result()  # its error, if it failed
+    return True
 
 
 def _serve_with_signals(serve: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> int:
@@ -125,8 +151,12 @@ def _serve_with_signals(serve: Callable[[asyncio.Event], Coroutine[Any, Any, Non
         asyncio.run(supervise())
     except TopicMisconfigured as exc:
         return _fail(str(exc), EXIT_CONFIG)
-    except BrokerError as exc:
+    except BrokerUnavailable as exc:
         return _fail(f"{exc} (HIGHLIGHT_KAFKA_BOOTSTRAP_SERVERS)", EXIT_UNAVAILABLE)
+    except BrokerError as exc:
+        return _fail(str(exc), EXIT_PROTOCOL)
+    except TooManyUnprocessable as exc:
+        return _fail(f"{exc}; a bug to report: the dead-letter topic holds the records", EXIT_SOFTWARE)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -18,6 +18,7 @@ from highlight.config_table import (
     KAFKA_SECURITY_PROTOCOLS,
     LIVE_APIS,
     MAX_MOMENT_BYTES_LIMIT,
+    REQUEST_HEADROOM_BYTES,
     SETTINGS,
     Setting,
     add_arguments,
@@ -82,6 +83,8 @@ class KafkaSettings:
     auto_offset_reset: str
     session_timeout_ms: int
     fetch_max_wait_ms: int
+    max_request_bytes: int
+    startup_timeout_seconds: float
     security_protocol: str
     sasl_mechanism: str | None
     sasl_username: str | None
@@ -120,6 +123,7 @@ class RecorderSettings:
     max_in_flight: int
     drain_timeout_seconds: float
     max_moment_bytes: int
+    max_unprocessable_in_a_row: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +176,8 @@ def _build(v: dict[str, Any]) -> Settings:
         auto_offset_reset=v["auto_offset_reset"],
         session_timeout_ms=v["kafka_session_timeout_ms"],
         fetch_max_wait_ms=v["kafka_fetch_max_wait_ms"],
+        max_request_bytes=v["kafka_max_request_bytes"],
+        startup_timeout_seconds=v["kafka_startup_timeout_seconds"],
         security_protocol=v["kafka_security_protocol"],
         sasl_mechanism=v["kafka_sasl_mechanism"],
         sasl_username=v["kafka_sasl_username"],
@@ -219,7 +225,16 @@ def _build(v: dict[str, Any]) -> Settings:
         max_in_flight=v["max_in_flight"],
         drain_timeout_seconds=v["drain_timeout_seconds"],
         max_moment_bytes=v["max_moment_bytes"],
+        max_unprocessable_in_a_row=v["max_unprocessable_in_a_row"],
     )
+    if recorder.max_moment_bytes > kafka.max_request_bytes - REQUEST_HEADROOM_BYTES:
+        # Every valid moment's result (it carries the attributes) and re-keyed copy must fit in one request.
+        raise ConfigError(
+            f"HIGHLIGHT_MAX_MOMENT_BYTES ({recorder.max_moment_bytes}) must be at most "
+            f"HIGHLIGHT_KAFKA_MAX_REQUEST_BYTES ({kafka.max_request_bytes}) minus {REQUEST_HEADROOM_BYTES}, "
+            "so that a moment's result fits in one request; raise HIGHLIGHT_KAFKA_MAX_REQUEST_BYTES (and the "
+            "topics' max.message.bytes) or lower HIGHLIGHT_MAX_MOMENT_BYTES"
+        )
     return Settings(
         kafka=kafka,
         live=live,

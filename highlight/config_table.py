@@ -30,6 +30,11 @@ KAFKA_SECURITY_PROTOCOLS: tuple[str, ...] = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT
 KAFKA_SASL_MECHANISMS: tuple[str, ...] = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 MAX_MOMENT_BYTES_LIMIT = 16 * 1024 * 1024
+# aiokafka's (and the Java producer's) default request limit; Kafka's default max.message.bytes is just above.
+DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
+MAX_REQUEST_BYTES_LIMIT = 128 * 1024 * 1024
+# What a result or a re-keyed copy adds to a moment (ids, times, headers): the room the request limit must leave.
+REQUEST_HEADROOM_BYTES = 16 * 1024
 
 
 # --- parsers: each returns the value or raises ValueError with a reason -----------------------------
@@ -258,6 +263,15 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="BYTES",
     ),
     Setting(
+        "HIGHLIGHT_MAX_UNPROCESSABLE_IN_A_ROW",
+        "100",
+        "Records in a row that fail in our own code and are dead-lettered (`unprocessable`); one more in a row "
+        "stops the service with exit code 70, since a bug that fails every record must not empty the stream "
+        "into the dead-letter topic.",
+        _int_between(1, 1_000_000),
+        metavar="RECORDS",
+    ),
+    Setting(
         "HIGHLIGHT_AUTO_OFFSET_RESET",
         "earliest",
         "Where a new consumer group starts (earliest: nothing published before the first start is skipped).",
@@ -276,6 +290,22 @@ SETTINGS: tuple[Setting, ...] = (
         "Longest a fetch waits for data; lower it on brokers that do not answer fetches early.",
         _int_between(1, 60_000),
         metavar="MS",
+    ),
+    Setting(
+        "HIGHLIGHT_KAFKA_MAX_REQUEST_BYTES",
+        str(DEFAULT_MAX_REQUEST_BYTES),
+        "Largest record the producer sends (aiokafka's max_request_size); a larger dead letter is cut to fit. "
+        f"65536..{MAX_REQUEST_BYTES_LIMIT}.",
+        _int_between(64 * 1024, MAX_REQUEST_BYTES_LIMIT),
+        metavar="BYTES",
+    ),
+    Setting(
+        "HIGHLIGHT_KAFKA_STARTUP_TIMEOUT_SECONDS",
+        "60",
+        "At start-up, how long to wait for the brokers to answer and the moments topic to exist, retrying with "
+        "backoff and one log line per attempt (0: try once).",
+        _float_above(0, inclusive=True),
+        metavar="SECONDS",
     ),
     Setting(
         "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL",

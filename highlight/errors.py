@@ -84,3 +84,19 @@ class BrokerUnavailable(BrokerError):
 
 class TopicMisconfigured(BrokerError):
     """A topic exists with a shape highlight cannot work with (for example mismatched partition counts)."""
+
+
+class RecordRejected(BrokerError):
+    """Kafka refused this one record, and will refuse it again every time: not the brokers' state, the record's."""
+
+
+class RecordTooLarge(RecordRejected):
+    """The record is larger than the producer's request limit or the topic's `max.message.bytes`."""
+
+
+# --- processing -----------------------------------------------------------------------------------
+
+
+class TooManyUnprocessable(HighlightError):
+    """Records failed one after another in our own code: a bug that fails every record stops the service
+    rather than dead-lettering the whole stream."""

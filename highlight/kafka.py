@@ -17,13 +17,14 @@ from typing import Any, NamedTuple
 import aiokafka
 import aiokafka.errors
 import structlog
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from highlight import kafka_records
 from highlight.config import KafkaSettings
-from highlight.errors import BrokerError, BrokerUnavailable, ConfigError, TopicMisconfigured
+from highlight.errors import BrokerError, BrokerUnavailable, ConfigError, RecordRejected, RecordTooLarge
 
 log = structlog.get_logger("highlight.kafka")
 
@@ -42,7 +43,8 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
+    # A header's value may be null; a name that is not UTF-8 arrives escaped (`highlight.kafka_records`).
+    headers: tuple[tuple[str, bytes | None], ...]
     timestamp_ms: int
 
     @property
@@ -86,11 +88,24 @@ def home_partition(channel_id: str, partitions: int) -> int:
     return (int(murmur2(channel_id.encode())) & 0x7FFFFFFF) % partitions
 
 
-def _mapped(exc: aiokafka.errors.KafkaError, action: str) -> BrokerError:
+# Kafka refuses these for the record sent, whatever the brokers' state: sending it again fails the same way.
+_TOO_LARGE = (
+    aiokafka.errors.MessageSizeTooLargeError,
+    aiokafka.errors.RecordListTooLargeError,
+    aiokafka.errors.RecordTooLargeError,
+)
+_REJECTED = (aiokafka.errors.CorruptRecordException, aiokafka.errors.InvalidTimestampError)
+
+
+def _mapped(exc: aiokafka.errors.KafkaError, action: str, *, sending: bool = False) -> BrokerError:
     detail = str(exc)
     if not detail.startswith(type(exc).__name__):
         detail = f"{type(exc).__name__}: {detail}"
     message = f"Kafka {action} failed: {detail}"
+    if sending and isinstance(exc, _TOO_LARGE):
+        return RecordTooLarge(message)
+    if sending and isinstance(exc, _REJECTED):
+        return RecordRejected(message)
     if isinstance(exc, aiokafka.errors.KafkaConnectionError | aiokafka.errors.KafkaTimeoutError) or getattr(
         exc, "retriable", False
     ):
@@ -99,11 +114,12 @@ def _mapped(exc: aiokafka.errors.KafkaError, action: str) -> BrokerError:
 
 
 @asynccontextmanager
-async def broker_errors(action: str) -> AsyncIterator[None]:
+async def broker_errors(action: str, *, sending: bool = False) -> AsyncIterator[None]:
+    """Map aiokafka's errors to ours; `sending` one record, the errors that are that record's own are told apart."""
     try:
         yield
     except aiokafka.errors.KafkaError as exc:
-        raise _mapped(exc, action) from exc
+        raise _mapped(exc, action, sending=sending) from exc
 
 
 # A vanished broker must not hold a shutdown forever: aiokafka's stop waits for it indefinitely.
@@ -116,78 +132,6 @@ async def _close_within(closing: Coroutine[Any, Any, None], client: str) -> None
             await closing
     except TimeoutError:
         log.warning("kafka_close_timed_out", client=client, seconds=CLOSE_TIMEOUT_SECONDS)
-
-
-# --- topics ---------------------------------------------------------------------------------------
-
-
-async def prepare_topics(settings: KafkaSettings) -> int:
-    """Check the moments topic, create what highlight owns if missing; the moments partition count.
-
-    The state and repartition topics must have exactly the moments topic's partition count: a channel's
-    moments, its re-keyed moments and its dedup state all live at the same partition index.
-    """
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers, client_id=CLIENT_ID, **client_options(settings)
-    )
-    async with broker_errors("admin connection"):
-        await admin.start()
-    try:
-        async with broker_errors("listing topics"):
-            # Listing, not describing: a metadata request for a missing topic may auto-create it.
-            existing = set(await admin.list_topics())
-        if settings.moments_topic not in existing:
-            raise TopicMisconfigured(
-                f"HIGHLIGHT_MOMENTS_TOPIC {settings.moments_topic!r} does not exist on "
-                f"{settings.bootstrap_servers}; create it first (its partition count fixes the state topic's)"
-            )
-        shapes = await _shapes(admin, [settings.moments_topic, *(existing & _owned(settings))])
-        partitions, replicas = shapes[settings.moments_topic]
-        wanted = {
-            settings.state_topic: {"cleanup.policy": "compact"},
-            settings.repartition_topic: {},
-            settings.results_topic: {},
-            settings.dlq_topic: {},
-        }
-        missing = [
-            # The moments topic's replication is the operator's choice for this cluster: follow it.
-            NewTopic(name, partitions, replication_factor=replicas, topic_configs=configs)
-            for name, configs in wanted.items()
-            if name not in existing
-        ]
-        if missing:
-            async with broker_errors("creating topics"):
-                response = await admin.create_topics(missing)
-            for topic, code, message in getattr(response, "topic_errors", []):
-                # 36: another instance created it first, which is fine.
-                if code not in (0, 36):
-                    raise BrokerError(f"creating topic {topic!r} failed: error {code} {message or ''}".strip())
-        for name in (settings.state_topic, settings.repartition_topic):
-            count = shapes.get(name, (partitions, replicas))[0]
-            if count != partitions:
-                raise TopicMisconfigured(
-                    f"topic {name!r} has {count} partitions but {settings.moments_topic!r} has {partitions}; "
-                    "they must match (delete and recreate it, or point the setting at a new topic)"
-                )
-        return partitions
-    finally:
-        await admin.close()
-
-
-def _owned(settings: KafkaSettings) -> set[str]:
-    return {settings.state_topic, settings.repartition_topic}
-
-
-async def _shapes(admin: AIOKafkaAdminClient, topics: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """Partition count and replication factor of each topic."""
-    async with broker_errors("describing topics"):
-        described = await admin.describe_topics(list(topics))
-    shapes = {}
-    for entry in described:
-        partitions = entry["partitions"]
-        replicas = max((len(p.get("replicas") or ()) for p in partitions), default=1)
-        shapes[entry["topic"]] = (len(partitions), max(1, replicas))
-    return shapes
 
 
 # --- producer -------------------------------------------------------------------------------------
@@ -207,6 +151,8 @@ class Producer:
             # would only add its delay to every acknowledged write on a moment's path.
             linger_ms=0,
             max_batch_size=256 * 1024,
+            # Set, not left at aiokafka's default: dead letters are cut to fit it (`highlight.results`).
+            max_request_size=settings.max_request_bytes,
             **client_options(settings),
         )
         self._started = False
@@ -234,15 +180,21 @@ class Producer:
         *,
         key: bytes | None = None,
         partition: int | None = None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
     ) -> int:
         """The record's offset, once the brokers acknowledged it."""
-        async with broker_errors(f"send to {topic}"):
+        async with broker_errors(f"send to {topic}", sending=True):
             future = await self._producer.send(
                 topic, value, key=key, partition=partition, headers=list(headers) if headers else None
             )
             metadata = await future
         return int(metadata.offset)
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]) -> int:
+    """A record's size as the producer checks it against its request limit (an upper bound of the broker's)."""
+    size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers))
+    return size
 
 
 # --- consumers ------------------------------------------------------------------------------------
@@ -273,6 +225,7 @@ class GroupConsumer:
     """The group member: manual commits only, range assignment so equal partition numbers go together."""
 
     def __init__(self, settings: KafkaSettings, topics: Sequence[str], handler: RebalanceHandler) -> None:
+        kafka_records.install()  # a header name that is not UTF-8 must not stop a partition
         self._topics = list(topics)
         self._listener = _Listener(handler)
         self._consumer = aiokafka.AIOKafkaConsumer(
@@ -368,6 +321,7 @@ class ChangelogReader:
     """Reads partitions of a (state) topic from the beginning to the current end, outside any group."""
 
     def __init__(self, settings: KafkaSettings, *, fetch_max_wait_ms: int = 50) -> None:
+        kafka_records.install()
         self._consumer = aiokafka.AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,
             client_id=f"{CLIENT_ID}-restore",

@@ -55,7 +55,7 @@ class Metrics:
         self.moments = Counter("highlight_moments_total", "Moments consumed, by outcome.", ["outcome"], registry=r)
         self.dead_letters = Counter(
             "highlight_dead_letters_total",
-            "Malformed moments sent to the dead-letter topic, by reason.",
+            "Records sent to the dead-letter topic, by reason (unprocessable: a record our own code failed on).",
             ["reason"],
             registry=r,
         )
@@ -123,6 +123,8 @@ class Metrics:
             self.calls.labels(api, result)
         for reason in OUTAGE_REASONS:
             self.outages.labels(reason)
+        # The one reason that means a bug of ours: an alert on it needs a zero to start from.
+        self.dead_letters.labels("unprocessable")
 
     def call_succeeded(self) -> None:
         self._last_success = time.monotonic()

@@ -12,6 +12,10 @@ import orjson
 from highlight import schemas
 from highlight.recording import RecordingOptions
 
+# `attributes` nests at most this many levels of objects and arrays (itself being the first). orjson reads 1,024
+# levels but writes only 254: without a bound, a moment could start a recording whose result cannot be written.
+MAX_ATTRIBUTES_DEPTH = 64
+
 
 class InvalidMoment(ValueError):
     """Why a record is a dead letter. `reason` is a stable machine code, the message is for people."""
@@ -112,6 +116,10 @@ def parse_moment(value: bytes | None, *, max_bytes: int | None = None) -> Moment
     except (ValueError, OverflowError) as exc:
         raise InvalidMoment("schema_violation", f"data.occurred_at is not a valid time: {exc}") from None
     attributes = document.get("attributes")
+    if attributes is not None and nesting_exceeds(attributes, MAX_ATTRIBUTES_DEPTH):
+        raise InvalidMoment(
+            "schema_violation", f"data.attributes is nested more than {MAX_ATTRIBUTES_DEPTH} levels deep"
+        )
     duration = document.get("duration_seconds")
     return Moment(
         event_id=document["event_id"],
@@ -127,6 +135,23 @@ def parse_moment(value: bytes | None, *, max_bytes: int | None = None) -> Moment
         mix_stream=None if document.get("mix_stream") is None else int(document["mix_stream"]),
         attributes=attributes,
     )
+
+
+def nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` levels (`value` itself is level 1).
+
+    Iterative: a document orjson accepts can nest deeper than Python's recursion limit.
+    """
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                pending.append((child, depth + 1))
+    return False
 
 
 def _describe(exc: schemas.ValidationError) -> str:

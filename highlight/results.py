@@ -1,18 +1,18 @@
-"""What highlight publishes: result events and dead-letter headers. Pure."""
+"""What highlight publishes for a valid moment: its result event. Pure."""
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from highlight.dedup import IN_DOUBT_MESSAGE, Entry
-from highlight.moment import InvalidMoment, Moment
+from highlight.moment import Moment
 
 STATUSES = ("started", "duplicate", "failed", "expired", "in_doubt")
+# Without these a result answers nothing (the result schema requires them).
+REQUIRED_FIELDS = frozenset({"event_id", "channel_id", "bucket", "status", "occurred_at", "processed_at"})
 # The only backend before HIGHLIGHT_LIVE_API existed: what an entry without `api` was made by.
 LEGACY_API = "live_tape_start"
 
@@ -56,44 +56,34 @@ def result_document(
 
 
 def encode_result(document: dict[str, Any]) -> bytes:
-    return orjson.dumps(document)
+    """The result as JSON; a field that cannot be encoded is left out and named in `dropped`.
+
+    The parser's limits keep every field of a parsed moment encodable; this is the last resort that still
+    publishes a started recording's `task_id` if something slips past them. A required field that cannot be
+    encoded raises: there is no answer without it.
+    """
+    try:
+        return orjson.dumps(document)
+    except orjson.JSONEncodeError:
+        # Each field at its own depth in the document: `{name: value}` nests it as the document does.
+        unencodable = [name for name, value in document.items() if not _encodes({name: value})]
+        if REQUIRED_FIELDS.intersection(unencodable):
+            raise
+        return orjson.dumps(dropping(document, *unencodable))
 
 
-# Kafka Connect's dead-letter headers (decimal text) and Spring Kafka's (binary numbers, as its
-# DeadLetterPublishingRecoverer writes them), so existing tooling of either kind reads ours.
-CONNECT_TOPIC = "__connect.errors.topic"
-CONNECT_PARTITION = "__connect.errors.partition"
-CONNECT_OFFSET = "__connect.errors.offset"
-CONNECT_CLASS = "__connect.errors.exception.class.name"
-CONNECT_MESSAGE = "__connect.errors.exception.message"
-SPRING_TOPIC = "kafka_dlt-original-topic"
-SPRING_PARTITION = "kafka_dlt-original-partition"  # 4-byte big-endian int
-SPRING_OFFSET = "kafka_dlt-original-offset"  # 8-byte big-endian long
-SPRING_CLASS = "kafka_dlt-exception-fqcn"
-SPRING_MESSAGE = "kafka_dlt-exception-message"
-DLQ_REASON_HEADER = "highlight.dlq.reason"
+def _encodes(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return False
+    return True
 
 
-def dead_letter_headers(
-    error: InvalidMoment,
-    topic: str,
-    partition: int,
-    offset: int,
-    original: Sequence[tuple[str, bytes]] = (),
-) -> list[tuple[str, bytes]]:
-    """The original headers first, then where the record came from and what was wrong with it."""
-    message = str(error).encode()
-    return [
-        *original,
-        (CONNECT_TOPIC, topic.encode()),
-        (CONNECT_PARTITION, str(partition).encode()),
-        (CONNECT_OFFSET, str(offset).encode()),
-        (CONNECT_CLASS, error.reason.encode()),
-        (CONNECT_MESSAGE, message),
-        (SPRING_TOPIC, topic.encode()),
-        (SPRING_PARTITION, struct.pack(">i", partition)),
-        (SPRING_OFFSET, struct.pack(">q", offset)),
-        (SPRING_CLASS, error.reason.encode()),
-        (SPRING_MESSAGE, message),
-        (DLQ_REASON_HEADER, error.reason.encode()),
-    ]
+def dropping(document: dict[str, Any], *fields: str) -> dict[str, Any]:
+    """The document without `fields`, naming them in `dropped` (say, attributes too large for the topic)."""
+    kept = {name: value for name, value in document.items() if name not in fields}
+    gone = [*document.get("dropped", ()), *(name for name in fields if name in document)]
+    if gone:
+        kept["dropped"] = gone
+    return kept

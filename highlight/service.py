@@ -27,7 +27,6 @@ from highlight.kafka import (
     Partition,
     Producer,
     RebalanceHandler,
-    prepare_topics,
 )
 from highlight.lanes import Job, KeyedRunner, OffsetTracker
 from highlight.live import LiveClient
@@ -37,6 +36,7 @@ from highlight.outage import LiveGate
 from highlight.recorder import Recorder
 from highlight.recording import now_utc
 from highlight.state import StateStore
+from highlight.topics import prepare_topics
 
 log = structlog.get_logger("highlight.service")
 
@@ -78,7 +78,8 @@ class Service(RebalanceHandler):
         kafka = self.settings.kafka
         stack = self._stack
         try:
-            self.partitions = await prepare_topics(kafka)
+            topics = await prepare_topics(kafka)
+            self.partitions = topics.partitions
             self._producer = await stack.enter_async_context(Producer(kafka))
             reader = ChangelogReader(kafka)
             await reader.start()
@@ -108,6 +109,7 @@ class Service(RebalanceHandler):
                 gate=self._gate,
                 metrics=self.metrics,
                 clock=self._clock,
+                dead_letter_bytes=topics.dlq_max_message_bytes,
             )
             if self.settings.metrics_port:
                 ops = OpsServer(

@@ -40,6 +40,9 @@ DOCUMENTED_DEFAULTS: dict[str, str | None] = {
     "HIGHLIGHT_APP_NAME": "live",
     "HIGHLIGHT_DOMAIN_NAME": None,
     "HIGHLIGHT_MAX_MOMENT_BYTES": "65536",
+    "HIGHLIGHT_MAX_UNPROCESSABLE_IN_A_ROW": "100",
+    "HIGHLIGHT_KAFKA_MAX_REQUEST_BYTES": "1048576",
+    "HIGHLIGHT_KAFKA_STARTUP_TIMEOUT_SECONDS": "60",
     "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
     "HIGHLIGHT_KAFKA_SASL_MECHANISM": None,
     "HIGHLIGHT_KAFKA_SASL_USERNAME": None,
@@ -112,6 +115,8 @@ def test_defaults_are_what_load_returns_with_only_the_required_settings() -> Non
         auto_offset_reset="earliest",
         session_timeout_ms=10_000,
         fetch_max_wait_ms=500,
+        max_request_bytes=1_048_576,
+        startup_timeout_seconds=60.0,
         security_protocol="PLAINTEXT",
         sasl_mechanism=None,
         sasl_username=None,
@@ -146,6 +151,7 @@ def test_defaults_are_what_load_returns_with_only_the_required_settings() -> Non
         max_in_flight=256,
         drain_timeout_seconds=20.0,
         max_moment_bytes=65536,
+        max_unprocessable_in_a_row=100,
     )
     assert (settings.metrics_port, settings.log_format, settings.log_level) == (9108, "auto", "info")
 
@@ -688,7 +694,49 @@ def test_a_non_ascii_look_alike_is_not_a_choice() -> None:
 
 @pytest.mark.parametrize(("raw", "value"), [("1", 1), ("16777216", 16 * 1024 * 1024), (" 4096 ", 4096)])
 def test_max_moment_bytes_accepts_1_to_16_mib(raw: str, value: int) -> None:
-    assert _load(HIGHLIGHT_MAX_MOMENT_BYTES=raw).recorder.max_moment_bytes == value
+    # A 16 MiB moment needs requests that large: its result carries its attributes.
+    settings = _load(HIGHLIGHT_MAX_MOMENT_BYTES=raw, HIGHLIGHT_KAFKA_MAX_REQUEST_BYTES=str(20 * 1024 * 1024))
+    assert settings.recorder.max_moment_bytes == value
+
+
+def test_a_moment_limit_that_leaves_no_room_in_a_request_is_refused_naming_both_settings() -> None:
+    message = _error({**REQUIRED, "HIGHLIGHT_MAX_MOMENT_BYTES": "1048576"})
+    assert "HIGHLIGHT_MAX_MOMENT_BYTES (1048576)" in message
+    assert "HIGHLIGHT_KAFKA_MAX_REQUEST_BYTES (1048576)" in message
+    limit = 1_048_576 - 16 * 1024
+    assert _load(HIGHLIGHT_MAX_MOMENT_BYTES=str(limit)).recorder.max_moment_bytes == limit
+    assert "HIGHLIGHT_MAX_MOMENT_BYTES" in _error({**REQUIRED, "HIGHLIGHT_MAX_MOMENT_BYTES": str(limit + 1)})
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "attribute", "value"),
+    [
+        ("HIGHLIGHT_KAFKA_MAX_REQUEST_BYTES", "65536", "max_request_bytes", 65536),
+        ("HIGHLIGHT_KAFKA_MAX_REQUEST_BYTES", "134217728", "max_request_bytes", 128 * 1024 * 1024),
+        ("HIGHLIGHT_KAFKA_STARTUP_TIMEOUT_SECONDS", "0", "startup_timeout_seconds", 0.0),
+        ("HIGHLIGHT_KAFKA_STARTUP_TIMEOUT_SECONDS", "2.5", "startup_timeout_seconds", 2.5),
+    ],
+)
+def test_kafka_request_limit_and_startup_wait_take_their_range(
+    name: str, raw: str, attribute: str, value: float
+) -> None:
+    env = {name: raw, "HIGHLIGHT_MAX_MOMENT_BYTES": "1024"}
+    assert getattr(_load(**env).kafka, attribute) == value
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("HIGHLIGHT_KAFKA_MAX_REQUEST_BYTES", "65535"),
+        ("HIGHLIGHT_KAFKA_MAX_REQUEST_BYTES", "134217729"),
+        ("HIGHLIGHT_KAFKA_STARTUP_TIMEOUT_SECONDS", "-1"),
+        ("HIGHLIGHT_KAFKA_STARTUP_TIMEOUT_SECONDS", "inf"),
+        ("HIGHLIGHT_MAX_UNPROCESSABLE_IN_A_ROW", "0"),
+        ("HIGHLIGHT_MAX_UNPROCESSABLE_IN_A_ROW", "many"),
+    ],
+)
+def test_kafka_request_limit_startup_wait_and_unprocessable_bound_refuse_out_of_range(name: str, raw: str) -> None:
+    assert name in _error({**REQUIRED, name: raw})
 
 
 FILE_SETTINGS = [

@@ -16,7 +16,7 @@ import trustme
 from aiokafka.admin import AIOKafkaAdminClient
 from cryptography.hazmat.primitives import serialization
 
-from highlight import config, kafka
+from highlight import config, topics
 from highlight.config import KafkaSettings
 from highlight.errors import ConfigError
 from highlight.kafka import ChangelogReader, GroupConsumer, Partition, Producer, RebalanceHandler, client_options
@@ -269,6 +269,9 @@ class _Recorded:
     async def start(self) -> None:
         raise _NotStarting
 
+    async def close(self) -> None:
+        pass
+
 
 class _NotStarting(Exception):
     pass
@@ -281,7 +284,7 @@ async def test_every_client_kafka_py_builds_gets_the_security_options(
     monkeypatch.setattr(_Recorded, "made", made, raising=False)
     monkeypatch.setattr(aiokafka, "AIOKafkaProducer", _Recorded)
     monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", _Recorded)
-    monkeypatch.setattr(kafka, "AIOKafkaAdminClient", _Recorded)
+    monkeypatch.setattr(topics, "AIOKafkaAdminClient", _Recorded)
     settings = _kafka(
         security_protocol="SASL_SSL",
         sasl_mechanism="SCRAM-SHA-512",
@@ -292,7 +295,7 @@ async def test_every_client_kafka_py_builds_gets_the_security_options(
     GroupConsumer(settings, ["topic"], RebalanceHandler())
     ChangelogReader(settings)
     with pytest.raises(_NotStarting):
-        await kafka.prepare_topics(settings)
+        await topics.prepare_topics(settings)
     assert len(made) == 4
     for kwargs in made:
         assert kwargs["security_protocol"] == "SASL_SSL"

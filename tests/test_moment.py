@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from highlight import recording
+from highlight import recording, schemas
 from highlight.apis import live_tape_start
-from highlight.moment import InvalidMoment, Moment, bucket_of, parse_moment, parse_rfc3339
+from highlight.dedup import Entry, Phase, encode_entry, encode_key
+from highlight.moment import InvalidMoment, Moment, bucket_of, nesting_exceeds, parse_moment, parse_rfc3339
+from highlight.results import STATUSES, result_document
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MINIMAL: dict[str, Any] = {"event_id": "e-1", "channel_id": "8888_test123", "occurred_at": "2024-05-01T20:15:00+08:00"}
@@ -421,3 +424,176 @@ def test_parse_rfc3339_rejects_what_rfc3339_does_not_allow(text: str) -> None:
 def test_parse_rfc3339_rejects_non_ascii_digits(text: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011
         parse_rfc3339(text)
+
+
+# --- hostile input: limits, and whatever parses can be answered ---------------------------------------
+
+
+def _nested(depth: int, leaf: str = "1") -> str:
+    """`attributes` nested `depth` levels deep (itself the first), as JSON text, alternating objects and arrays."""
+    text = leaf
+    for level in range(depth - 1, 0, -1):
+        text = f'{{"k": {text}}}' if level % 2 else f"[{text}]"
+    return f'{{"a": {text}}}' if depth > 1 else "{}"
+
+
+def _with_attributes(text: str) -> bytes:
+    return b'{"event_id": "e", "channel_id": "c", "occurred_at": "2024-05-01T20:15:00+08:00", "attributes": ' + (
+        text.encode() + b"}"
+    )
+
+
+def test_attributes_nested_64_levels_pass_through_and_their_result_encodes() -> None:
+    moment = parse_moment(_with_attributes(_nested(64)))
+    assert moment.attributes is not None
+    document = result_document(moment, 1, 300, "expired", None, datetime.now(UTC))
+    assert orjson.loads(orjson.dumps(document))["attributes"] == moment.attributes
+
+
+@pytest.mark.parametrize("depth", [65, 254, 255, 1000])
+def test_attributes_nested_deeper_than_64_levels_are_a_schema_violation_before_any_call(depth: int) -> None:
+    # 254 and more is what stopped the service for good: orjson reads up to 1,024 levels but writes 254.
+    with pytest.raises(InvalidMoment) as caught:
+        parse_moment(_with_attributes(_nested(depth)))
+    assert caught.value.reason == "schema_violation"
+    assert "attributes is nested more than 64 levels deep" in str(caught.value)
+
+
+def test_nesting_beyond_what_orjson_reads_is_invalid_json() -> None:
+    assert _reason(_with_attributes(_nested(1100))) == "invalid_json"
+
+
+def test_nesting_exceeds_counts_containers_only_and_survives_any_depth_orjson_reads() -> None:
+    assert not nesting_exceeds({"a": 1, "b": "x"}, 1)
+    assert nesting_exceeds({"a": []}, 1)
+    assert not nesting_exceeds({"a": []}, 2)
+    assert nesting_exceeds(orjson.loads("[" * 1024 + "]" * 1024), 1023)  # no RecursionError
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("NaN", "invalid_json"),
+        ("-NaN", "invalid_json"),
+        ("Infinity", "invalid_json"),
+        ("-Infinity", "invalid_json"),
+        ("1e400", "invalid_json"),
+        ('"\\ud800"', "invalid_json"),  # a lone surrogate, escaped
+        ('"\\udc00 low first"', "invalid_json"),
+    ],
+)
+def test_values_json_cannot_carry_are_invalid_json_in_any_field(text: str, reason: str) -> None:
+    for field in ("event_id", "channel_id", "attributes", "duration_seconds", "extra"):
+        value = f'{{"x": {text}}}' if field == "attributes" else text
+        fields = {"event_id": '"e"', "channel_id": '"c"', "occurred_at": '"2024-05-01T20:15:00Z"', field: value}
+        raw = "{" + ", ".join(f'"{name}": {value}' for name, value in fields.items()) + "}"
+        assert _reason(raw.encode()) == reason, (field, text)
+
+
+def test_an_encoded_surrogate_in_the_bytes_is_invalid_utf8() -> None:
+    assert _reason(b'{"event_id": "e", "channel_id": "\xed\xa0\x80", "occurred_at": "2024-05-01T20:15:00Z"}') == (
+        "invalid_utf8"
+    )
+
+
+def test_integers_beyond_64_bits_in_attributes_arrive_as_the_nearest_double() -> None:
+    moment = parse_moment(_with_attributes('{"big": 18446744073709551616, "small": -9223372036854775809}'))
+    assert moment.attributes == {"big": 2.0**64, "small": -(2.0**63)}
+    assert orjson.loads(orjson.dumps(moment.attributes)) == moment.attributes
+
+
+def test_many_keys_and_long_strings_within_the_size_limit_parse_and_encode() -> None:
+    attributes = {f"k{i}": "v" * 5 for i in range(2500)} | {"long": "x" * 20_000}
+    moment = parse_moment(_with_attributes(orjson.dumps(attributes).decode()), max_bytes=65536)
+    assert moment.attributes == attributes
+    assert orjson.dumps(result_document(moment, 1, 300, "expired", None, datetime.now(UTC)))
+
+
+# Raw JSON texts, not Python values: big integer literals, NaN spellings, escaped lone surrogates and nesting
+# deeper than Python's recursion limit are exactly what a Python value cannot express.
+def _json_string(text: str) -> str:
+    return json.dumps(text)  # ASCII escapes: a lone surrogate becomes \udXXX
+
+
+valid_scalar_texts = st.one_of(
+    st.sampled_from(
+        [
+            *("null", "true", "false", "1e-400", "-0", "1E2", "0.1e1", "300.0", "1.0", "9" * 400),
+            *("18446744073709551616", "18446744073709551615", "-9223372036854775809", "1e308"),
+            *('"\\ud83d\\ude00"', '"\\u0000"', '"\\ufeff"', '"\\u2028"', '"\\u007f"', '"' + "x" * 5000 + '"'),
+        ]
+    ),
+    st.integers(-(2**70), 2**70).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=12).map(_json_string),
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=12).map(lambda t: json.dumps(t, ensure_ascii=False)),
+)
+# What JSON cannot carry: refused as invalid_json wherever it appears.
+hostile_scalar_texts = st.sampled_from(
+    ["NaN", "-NaN", "Infinity", "-Infinity", "inf", "1e400", '"\\ud800"', '"\\udfff x"', '"\\udc00\\ud800"']
+) | st.text(max_size=12).map(_json_string)
+scalar_texts = st.one_of(valid_scalar_texts, valid_scalar_texts, valid_scalar_texts, hostile_scalar_texts)
+
+
+def _containers(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    arrays = st.lists(inner, max_size=4).map(lambda items: "[" + ",".join(items) + "]")
+    objects = st.lists(st.tuples(st.text(max_size=6).map(_json_string), inner), max_size=4).map(
+        lambda pairs: "{" + ",".join(f"{k}:{v}" for k, v in pairs) + "}"
+    )
+    return arrays | objects
+
+
+json_texts = st.recursive(scalar_texts, _containers, max_leaves=10)
+valid_json_texts = st.recursive(valid_scalar_texts, _containers, max_leaves=20)
+deep_texts = st.tuples(st.integers(1, 1100) | st.integers(55, 70), st.sampled_from(["[]", "{}"])).map(
+    lambda nd: (nd[1][0] if nd[1] == "[]" else '{"k":') * nd[0] + "1" + (nd[1][1] if nd[1] == "[]" else "}") * nd[0]
+)
+
+
+def _mostly(valid: str, other: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(st.just(valid), st.just(valid), st.just(valid), other)
+
+
+field_texts = {
+    "event_id": _mostly('"e-1"', scalar_texts),
+    "channel_id": _mostly('"ch-1"', scalar_texts),
+    "occurred_at": _mostly('"2024-05-01T20:15:00+08:00"', scalar_texts),
+    "duration_seconds": scalar_texts,
+    "mix_stream": scalar_texts,
+    "attributes": st.one_of(valid_json_texts, json_texts, deep_texts).map(lambda text: '{"a":' + text + "}"),
+    "extra": json_texts | deep_texts,
+}
+moment_texts = st.fixed_dictionaries(
+    {name: field_texts[name] for name in ("event_id", "channel_id", "occurred_at")},
+    optional={name: field_texts[name] for name in ("duration_seconds", "mix_stream", "attributes", "extra")},
+).map(lambda fields: "{" + ",".join(f'"{name}":{text}' for name, text in fields.items()) + "}")
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(moment_texts)
+def test_whatever_parses_can_be_answered_and_stored(text: str) -> None:
+    """The parser's promise to the rest of the pipeline: a parsed moment never fails to encode, anywhere."""
+    moment = _parse_or_invalid(text.encode("utf-8", "surrogatepass"))
+    if moment is None:
+        return
+    for value in (moment.event_id, moment.channel_id, moment.occurred_at_text):
+        value.encode()  # strict UTF-8: what Kafka keys, logs and the API call need
+    bucket = moment.bucket(300)
+    encode_key((moment.channel_id, bucket))
+    for status in STATUSES:
+        entry = Entry(Phase.STARTED, moment.event_id, "2024-05-01 20:15:00", "2024-05-01 20:20:00", task_id="1")
+        document = result_document(moment, bucket, 300, status, entry, datetime.now(UTC))
+        encoded = orjson.dumps(document)  # the plain encoder: the fallback is never needed
+        assert "dropped" not in orjson.loads(encoded)
+        schemas.validator(schemas.RESULT_SCHEMA)(orjson.loads(encoded))
+        encode_entry(entry)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(valid_json_texts, json_texts, deep_texts))
+def test_whatever_attributes_parse_reach_the_result_unchanged(text: str) -> None:
+    moment = _parse_or_invalid(_with_attributes('{"a":' + text + "}"))
+    if moment is None:
+        return
+    document = result_document(moment, 1, 300, "started", None, datetime.now(UTC))
+    assert orjson.loads(orjson.dumps(document))["attributes"] == moment.attributes

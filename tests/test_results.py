@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -13,8 +12,8 @@ from hypothesis import strategies as st
 
 from highlight import schemas
 from highlight.dedup import IN_DOUBT_MESSAGE, Entry, Phase
-from highlight.moment import InvalidMoment, Moment
-from highlight.results import STATUSES, dead_letter_headers, encode_result, result_document
+from highlight.moment import Moment
+from highlight.results import REQUIRED_FIELDS, STATUSES, dropping, encode_result, result_document
 
 PROCESSED = datetime(2024, 5, 1, 12, 15, 3, 123456, tzinfo=UTC)
 OCCURRED_TEXT = "2024-05-01T20:15:00+08:00"
@@ -252,73 +251,60 @@ def test_every_status_document_validates_against_the_result_schema(
         assert document["started_by"] == entry.event_id
 
 
-# --- dead-letter headers --------------------------------------------------------------------------
-
-ERROR = InvalidMoment("invalid_json", "value is not JSON: unexpected character: line 1 column 1 (char 0)")
+# --- the last resort: a result that cannot be encoded as it stands --------------------------------------
 
 
-def _headers(original: list[tuple[str, bytes]] | None = None) -> list[tuple[str, bytes]]:
-    return dead_letter_headers(ERROR, "highlight.moments", 7, 123456789, original or [])
+def _deep(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {"k": value}
+    return value
 
 
-def test_dead_letter_headers_carry_the_kafka_connect_names() -> None:
-    headers = dict(_headers())
-    assert headers["__connect.errors.topic"] == b"highlight.moments"
-    assert headers["__connect.errors.partition"] == b"7"
-    assert headers["__connect.errors.offset"] == b"123456789"
-    assert headers["__connect.errors.exception.class.name"] == b"invalid_json"
-    assert headers["__connect.errors.exception.message"] == str(ERROR).encode()
+RECORDING = Entry(Phase.STARTED, "evt-1", "2024-05-01 20:15:00", "2024-05-01 20:20:00", task_id="16524440430269856708")
 
 
-def test_dead_letter_headers_carry_the_spring_names() -> None:
-    headers = dict(_headers())
-    assert headers["kafka_dlt-original-topic"] == b"highlight.moments"
-    assert "kafka_dlt-original-partition" in headers
-    assert "kafka_dlt-original-offset" in headers
-    assert headers["kafka_dlt-exception-fqcn"] == b"invalid_json"
-    assert headers["kafka_dlt-exception-message"] == str(ERROR).encode()
+def test_a_result_whose_attributes_cannot_be_encoded_goes_without_them_and_says_so() -> None:
+    # Past the parser's limit (64 levels), and past what orjson writes (254): built here, as a bug would.
+    moment = Moment("evt-1", "chan", PROCESSED, OCCURRED_TEXT, attributes=_deep(300))
+    document = result_document(moment, 1, 300, "started", RECORDING, PROCESSED)
+    with pytest.raises(orjson.JSONEncodeError):
+        orjson.dumps(document)
+    published = orjson.loads(encode_result(document))
+    assert published["task_id"] == "16524440430269856708", "a started recording is never lost"
+    assert published["dropped"] == ["attributes"]
+    assert "attributes" not in published
+    assert published | {"dropped": None} == {k: v for k, v in document.items() if k != "attributes"} | {"dropped": None}
+    _validate(published)
 
 
-def test_spring_partition_and_offset_headers_are_big_endian_int_and_long() -> None:
-    headers = dict(_headers())
-    assert headers["kafka_dlt-original-partition"] == struct.pack(">i", 7)
-    assert headers["kafka_dlt-original-offset"] == struct.pack(">q", 123456789)
+def test_attributes_exactly_as_deep_as_orjson_writes_are_kept() -> None:
+    # The document is one level, attributes the next: 253 levels inside them make 254 in all.
+    moment = Moment("evt-1", "chan", PROCESSED, OCCURRED_TEXT, attributes=_deep(253))
+    document = result_document(moment, 1, 300, "started", RECORDING, PROCESSED)
+    assert orjson.loads(encode_result(document)) == document
+    too_deep = Moment("e", "c", PROCESSED, OCCURRED_TEXT, attributes=_deep(254))
+    deeper = result_document(too_deep, 1, 300, "expired", None, PROCESSED)
+    assert orjson.loads(encode_result(deeper))["dropped"] == ["attributes"]
 
 
-def test_dead_letter_headers_carry_highlights_reason() -> None:
-    assert dict(_headers())["highlight.dlq.reason"] == b"invalid_json"
+def test_a_required_field_that_cannot_be_encoded_raises_rather_than_publish_no_answer() -> None:
+    moment = Moment("evt-\ud800", "chan", PROCESSED, OCCURRED_TEXT)
+    with pytest.raises(orjson.JSONEncodeError):
+        encode_result(result_document(moment, 1, 300, "expired", None, PROCESSED))
 
 
-def test_dead_letter_headers_keep_the_original_headers_first() -> None:
-    original = [("trace-id", b"abc"), ("b", b""), ("trace-id", b"second"), ("__connect.errors.topic", b"older")]
-    headers = _headers(original)
-    assert headers[: len(original)] == original
-    names = [name for name, _ in headers[len(original) :]]
-    assert len(names) == len(set(names))  # each of ours exactly once
-    assert set(names) == {
-        "__connect.errors.topic",
-        "__connect.errors.partition",
-        "__connect.errors.offset",
-        "__connect.errors.exception.class.name",
-        "__connect.errors.exception.message",
-        "kafka_dlt-original-topic",
-        "kafka_dlt-original-partition",
-        "kafka_dlt-original-offset",
-        "kafka_dlt-exception-fqcn",
-        "kafka_dlt-exception-message",
-        "highlight.dlq.reason",
-    }
+def test_dropping_names_what_was_left_out_and_keeps_everything_else() -> None:
+    moment = Moment("evt-1", "chan", PROCESSED, OCCURRED_TEXT, attributes={"a": 1})
+    document = result_document(moment, 1, 300, "started", RECORDING, PROCESSED)
+    smaller = dropping(document, "attributes")
+    assert smaller["dropped"] == ["attributes"]
+    rest = {k: v for k, v in document.items() if k != "attributes"}
+    assert {k: v for k, v in smaller.items() if k != "dropped"} == rest
+    _validate(smaller)
+    assert dropping(smaller, "attributes") == smaller, "dropping twice names it once"
+    assert "dropped" not in dropping(rest, "attributes")
 
 
-def test_dead_letter_headers_do_not_mutate_the_original_sequence() -> None:
-    original = [("a", b"1")]
-    _headers(original)
-    assert original == [("a", b"1")]
-
-
-def test_dead_letter_header_values_are_utf8_bytes() -> None:
-    error = InvalidMoment("schema_violation", "data.event_id must not be blank — 频道")
-    headers = dead_letter_headers(error, "主题", 0, 0)
-    assert all(isinstance(value, bytes) for _, value in headers)
-    assert dict(headers)["__connect.errors.exception.message"] == "data.event_id must not be blank — 频道".encode()
-    assert dict(headers)["__connect.errors.topic"] == "主题".encode()
+def test_required_fields_are_the_result_schemas() -> None:
+    assert set(schemas.load(schemas.RESULT_SCHEMA)["required"]) == REQUIRED_FIELDS

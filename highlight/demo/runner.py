@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError
 from highlight import config, logs
 from highlight.broker import BrokerUnavailableError, EmbeddedBroker
 from highlight.config import Settings
+from highlight.dead_letters import CONNECT_MESSAGE, DLQ_REASON_HEADER
 from highlight.demo.moments import (
     BURST_HEADER,
     Burst,
@@ -40,7 +41,6 @@ from highlight.demo.moments import (
 from highlight.demo.view import CurrentStderr, PlainView, View, make_view
 from highlight.errors import HighlightError
 from highlight.recording import now_utc
-from highlight.results import CONNECT_MESSAGE, DLQ_REASON_HEADER
 from highlight.simulator import LiveSimulator, SimulatorConfig
 from highlight.simulator.config import parse_latency
 

@@ -158,7 +158,7 @@ class Recorder:
         log.error(
             "moment_unprocessable",
             **where,
-            exception=cause.exception_class,
+            exception_class=cause.exception_class,
             error=str(cause),
             truncated=letter.truncated,
             in_a_row=self._streak.count,

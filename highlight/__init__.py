@@ -2,12 +2,13 @@
 
 Where things live:
 - the pipeline: `service` (composition root, consumer loop, commits, rebalances), `recorder` (one record:
-  dead letter, re-key, or dedup → call → state → result), `lanes` (key-ordered concurrency, commit points),
-  `outage` (pause and probe while the API is unusable);
-- the domain, pure: `moment`, `recording` (window, options, CST, clamps), `dedup`, `results`; `state` keeps
-  the dedup table durable;
+  dead letter, re-key, or dedup → call → state → result, under a last resort), `lanes` (key-ordered
+  concurrency, commit points), `outage` (pause and probe while the API is unusable);
+- the domain, pure: `moment`, `recording` (window, options, CST, clamps), `dedup`, `results`, `dead_letters`;
+  `state` keeps the dedup table durable;
 - `apis/`: the recording APIs, one interface and one module per API; adapters that classify library errors:
-  `live` (aiohttp), `kafka` (aiokafka); `broker`: the embedded broker for the demo, tests and bench;
+  `live` (aiohttp), `kafka` (aiokafka; `kafka_records` reads batches aiokafka refuses, `topics` waits for and
+  prepares the topics); `broker`: the embedded broker for the demo, tests and bench;
 - around it: `cli`, `config` (+ `config_table`), `errors`, `logs`, `metrics`, `ops`, `schemas`;
 - tools around the recorder: `simulator/` (`highlight simulate-live`) and `demo/` (`highlight demo`).
 """

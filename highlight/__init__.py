@@ -2,8 +2,9 @@
 
 Where things live:
 - the pipeline: `service` (composition root, consumer loop, commits, rebalances), `recorder` (one record:
-  dead letter, re-key, or dedup → call → state → result, under a last resort), `lanes` (key-ordered
-  concurrency, commit points), `outage` (pause and probe while the API is unusable);
+  dead letter, re-key, or dedup → call → state → result), `last_resort` (around every record: what fails on
+  every retry is dead-lettered), `lanes` (key-ordered concurrency, commit points), `outage` (pause and probe
+  while the API is unusable);
 - the domain, pure: `moment`, `recording` (window, options, CST, clamps), `dedup`, `results`, `dead_letters`;
   `state` keeps the dedup table durable;
 - `apis/`: the recording APIs, one interface and one module per API; adapters that classify library errors:

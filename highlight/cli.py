@@ -118,6 +118,9 @@ async def _unless_stopped(starting: Coroutine[Any, Any, object], stop: asyncio.E
     waiter = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()  # a second signal: no task outlives its owner
+        raise
     finally:
         waiter.cancel()
     if not task.done():

@@ -1,9 +1,7 @@
 """What happens to one record: dead letter, re-key, or dedup → (call) → state → result.
 
 Business logic only; Kafka and HTTP are reached through the adapters, whose errors are already ours. Every
-record's work runs under a last resort: a failure that would recur on every retry of that record (our own bug,
-or Kafka refusing the record) dead-letters it as `unprocessable` and the service moves on, since a consumer that
-stopped on it would stop on it again after every restart.
+record's work runs under the last resort (`highlight.last_resort`).
 """
 
 from __future__ import annotations
@@ -21,19 +19,17 @@ from structlog.typing import FilteringBoundLogger
 
 from highlight.apis import Started
 from highlight.config import Settings
-from highlight.dead_letters import DeadLetter, Streak, Unprocessable, dead_letter_headers, fit
 from highlight.dedup import DedupKey, Entry, Phase, Verdict, decide
 from highlight.errors import (
-    HighlightError,
     LiveAccessRefused,
     LiveError,
     LiveInDoubt,
     LiveUnreachable,
     RecordRejected,
     RecordTooLarge,
-    TooManyUnprocessable,
 )
-from highlight.kafka import Producer, Record, home_partition, record_size
+from highlight.kafka import Producer, Record, home_partition
+from highlight.last_resort import LastResort
 from highlight.live import LiveClient
 from highlight.metrics import Metrics
 from highlight.moment import InvalidMoment, Moment, parse_moment
@@ -53,8 +49,6 @@ _ORIGIN_FIELDS = {
     ORIGIN_PARTITION_HEADER: "origin_partition",
     ORIGIN_OFFSET_HEADER: "origin_offset",
 }
-# A dead letter the topic refused at the size it was promised goes again at this size, which any topic takes.
-SMALL_DEAD_LETTER_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,107 +86,26 @@ class Recorder:
         self._api = live.backend.name
         self._metrics = metrics
         self._clock = clock
-        # The dead-letter topic's own limit, when it is below the producer's (learnt at start-up).
-        self._dead_letter_bytes = min(dead_letter_bytes or self._kafka.max_request_bytes, self._kafka.max_request_bytes)
-        self._streak = Streak(self._rec.max_unprocessable_in_a_row)
+        self._last_resort = LastResort(settings, producer, metrics, dead_letter_bytes=dead_letter_bytes)
 
     def route(self, record: Record) -> Routed:
         """Parse now (cheap, and it decides the lane), do the rest in the lane, under the last resort."""
         # Dead letters and forwards need no order: a lane of their own lets them run concurrently.
         unordered = f"\0{record.topic}:{record.partition}:{record.offset}"
+        guarded = self._last_resort.guarded
         try:
             moment = parse_moment(record.value, max_bytes=self._rec.max_moment_bytes)
             home = home_partition(moment.channel_id, self._partitions)
         except InvalidMoment as invalid:
             error = invalid  # `invalid` is unbound when the except block ends; the lambda runs later
-            return Routed(unordered, lambda: self._guarded(record, lambda: self._dead_letter(record, error)))
+            return Routed(unordered, lambda: guarded(record, lambda: self._last_resort.dead_letter(record, error)))
         except Exception as exc:
             crash = exc  # a bug in parsing this record: the lane's last resort deals with it as with any other
-            return Routed(unordered, lambda: self._guarded(record, lambda: _raise(crash)))
+            return Routed(unordered, lambda: guarded(record, lambda: _raise(crash)))
         keyed_by_channel = record.key == moment.channel_id.encode()
         if record.partition != home or (record.topic == self._kafka.moments_topic and not keyed_by_channel):
-            return Routed(unordered, lambda: self._guarded(record, lambda: self._forward(record, moment, home)))
-        return Routed(
-            f"ch:{moment.channel_id}", lambda: self._guarded(record, lambda: self._process(record, moment, home))
-        )
-
-    async def _guarded(self, record: Record, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """Run one record's work; what would fail again on every retry of this record dead-letters it.
-
-        Our errors that are not the record's own (brokers unavailable, a topic misconfigured) go up and stop the
-        service as before: retrying after a restart is what they need.
-        """
-        try:
-            await work()
-        except HighlightError as exc:
-            if not isinstance(exc, RecordRejected):
-                raise
-            await self._unprocessable(record, exc)
-        except Exception as exc:
-            await self._unprocessable(record, exc)
-        else:
-            self._streak.ok()
-
-    async def _unprocessable(self, record: Record, exc: Exception) -> None:
-        where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
-        if self._streak.broken:
-            raise exc  # already stopping for a bug: this record stays uncommitted for the fixed version
-        if self._streak.failed():
-            log.error(
-                "unprocessable_limit_reached",
-                **where,
-                in_a_row=self._streak.count,
-                limit=self._rec.max_unprocessable_in_a_row,
-                note="records fail one after another in highlight's own code: a bug to report; this record and "
-                "those after it stay uncommitted",
-                exc_info=exc,
-            )
-            raise TooManyUnprocessable(
-                f"{self._streak.count} records in a row could not be processed (the last, at {record.topic}/"
-                f"{record.partition}@{record.offset}: {type(exc).__name__}: {exc}); stopping rather than "
-                "dead-lettering the stream (HIGHLIGHT_MAX_UNPROCESSABLE_IN_A_ROW)"
-            ) from exc
-        cause = Unprocessable(exc)
-        letter = await self._send_dead_letter(record, cause)
-        # One line, with the traceback: a bug to report, and the dead letter keeps the record to reproduce it.
-        log.error(
-            "moment_unprocessable",
-            **where,
-            exception_class=cause.exception_class,
-            error=str(cause),
-            truncated=letter.truncated,
-            in_a_row=self._streak.count,
-            exc_info=exc,
-        )
-
-    async def _dead_letter(self, record: Record, error: InvalidMoment) -> None:
-        letter = await self._send_dead_letter(record, error)
-        log.warning(
-            "moment_dead_lettered",
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            reason=error.reason,
-            error=str(error),
-            truncated=letter.truncated,
-        )
-
-    async def _send_dead_letter(self, record: Record, cause: InvalidMoment | Unprocessable) -> DeadLetter:
-        """The original record, or a truncated copy that says so when it does not fit: never dropped."""
-        ours = dead_letter_headers(cause, record.topic, record.partition, record.offset)
-        for budget in (self._dead_letter_bytes, SMALL_DEAD_LETTER_BYTES):
-            letter = fit(record.key, record.value, record.headers, ours, budget=budget, size_of=record_size)
-            try:
-                await self._producer.send(self._kafka.dlq_topic, letter.value, key=letter.key, headers=letter.headers)
-            except RecordTooLarge:
-                if budget == SMALL_DEAD_LETTER_BYTES:
-                    raise
-                # The topic takes less than it told us at start-up (or it told us nothing).
-                continue
-            break
-        self._metrics.dead_letters.labels(cause.reason).inc()
-        self._metrics.moments.labels("dead_letter").inc()
-        return letter
+            return Routed(unordered, lambda: guarded(record, lambda: self._forward(record, moment, home)))
+        return Routed(f"ch:{moment.channel_id}", lambda: guarded(record, lambda: self._process(record, moment, home)))
 
     async def _forward(self, record: Record, moment: Moment, home: int) -> None:
         """Re-key through the repartition topic, as Kafka Streams does, so one member owns the channel."""

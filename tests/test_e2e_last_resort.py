@@ -6,6 +6,9 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
 from highlight.dead_letters import (
     DLQ_EXCEPTION_HEADER,
     HEADERS_DROPPED_HEADER,
@@ -13,6 +16,7 @@ from highlight.dead_letters import (
     ORIGINAL_SIZE_HEADER,
     TRUNCATED_HEADER,
 )
+from highlight.kafka import record_size
 from highlight.simulator import LiveSimulator
 from tests.harness import (
     Names,
@@ -28,8 +32,6 @@ from tests.harness import (
 )
 from tests.hostile import Raw, RawName, deep_json, nested, produce_raw, valid_moment
 
-NOW = datetime.now(UTC).isoformat()
-
 
 def _moment(event_id: str, channel: str, **fields: object) -> bytes:
     return valid_moment(event_id, channel, datetime.now(UTC).isoformat(), **fields)
@@ -41,7 +43,8 @@ async def test_attributes_nested_too_deep_are_a_dead_letter_before_any_call_and_
     await create_topics(bootstrap, {names.moments: 1})
     # The record from the issue: a valid moment whose attributes nest 254+ levels (orjson reads them, cannot
     # write them back), then one at the limit, then an ordinary one.
-    head = f'{{"event_id": "too-deep", "channel_id": "deep-chan", "occurred_at": "{NOW}", "attributes": '
+    now = datetime.now(UTC).isoformat()  # per test: a moment older than 120 s would be answered `expired`
+    head = f'{{"event_id": "too-deep", "channel_id": "deep-chan", "occurred_at": "{now}", "attributes": '
     too_deep = head.encode() + deep_json(300) + b"}"
     at_limit = _moment("at-limit", "limit-chan", attributes=nested(64))
     await produce_raw(
@@ -141,7 +144,8 @@ async def test_a_started_recording_whose_result_is_too_large_is_published_withou
     await create_topics(bootstrap, {names.moments: 1})
     # `1e9` is three bytes in; `1000000000.0` is twelve out: the result outgrows the request limit.
     numbers = b"[" + b",".join([b"1e9"] * 8000) + b"]"
-    head = f'{{"event_id": "grows", "channel_id": "grow-chan", "occurred_at": "{NOW}", "attributes": {{"n": '
+    now = datetime.now(UTC).isoformat()
+    head = f'{{"event_id": "grows", "channel_id": "grow-chan", "occurred_at": "{now}", "attributes": {{"n": '
     moment = head.encode() + numbers + b"}}"
     assert len(moment) < 32768
     await produce_raw(bootstrap, names.moments, [Raw(b"grow-chan", moment)])
@@ -182,3 +186,25 @@ async def test_header_names_that_are_not_utf8_do_not_stop_the_partition(
     assert dead.value == b"not json"
     assert ("\\xff\\xfe-trace", b"\x00\x01") in dead.headers, "the name escaped, the value untouched"
     assert ("null", None) in dead.headers
+
+
+async def test_a_dead_letter_topic_smaller_than_a_request_is_warned_about_and_dead_letters_are_cut_to_it(
+    bootstrap: str, names: Names, simulator: LiveSimulator
+) -> None:
+    await create_topics(bootstrap, {names.moments: 1})
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(names.dlq, 1, 1, topic_configs={"max.message.bytes": "100000"})])
+    finally:
+        await admin.close()
+    big = b'{"event_id": "x", "pad": "' + b"z" * 300_000 + b'"}'
+    await produce_raw(bootstrap, names.moments, [Raw(b"k", big)])
+    with structlog.testing.capture_logs() as logs:
+        async with running(settings_for(bootstrap, names, simulator.url)):
+            (dead,) = await read_topic(bootstrap, names.dlq, 1)
+    (warning,) = [line for line in logs if line["event"] == "dlq_topic_smaller_than_requests"]
+    assert (warning["max_message_bytes"], warning["max_request_bytes"]) == (100_000, 1_048_576)
+    assert warning["log_level"] == "warning"
+    assert dict(dead.headers)["highlight.dlq.truncated"] == b"true"
+    assert 90_000 < record_size(dead.key, dead.value, list(dead.headers)) <= 100_000

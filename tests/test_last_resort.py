@@ -1,5 +1,6 @@
-"""The recorder's last resort (highlight.recorder.Recorder.route): which failures dead-letter a record and which
-stop the service, the N-in-a-row bound, and a dead-letter topic that takes less than it promised.
+"""The last resort (highlight.last_resort) around every record the recorder routes: which failures dead-letter
+a record and which stop the service, the N-in-a-row bound, and a dead-letter topic that takes less than it
+promised.
 
 The producer here is a stand-in that records what it is asked to send and fails as told; the real broker
 versions of these paths are in test_e2e_last_resort.py.
@@ -18,8 +19,9 @@ from highlight import config
 from highlight.dead_letters import TRUNCATED_HEADER, Header
 from highlight.errors import BrokerUnavailable, RecordTooLarge, TooManyUnprocessable, TopicMisconfigured
 from highlight.kafka import Record, record_size
+from highlight.last_resort import SMALL_DEAD_LETTER_BYTES
 from highlight.metrics import Metrics
-from highlight.recorder import SMALL_DEAD_LETTER_BYTES, Recorder
+from highlight.recorder import Recorder
 from tests.harness import Names, service_env
 
 NAMES = Names.unique("last-resort")

@@ -569,7 +569,7 @@ moment_texts = st.fixed_dictionaries(
 ).map(lambda fields: "{" + ",".join(f'"{name}":{text}' for name, text in fields.items()) + "}")
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, suppress_health_check=[HealthCheck.too_slow])
 @given(moment_texts)
 def test_whatever_parses_can_be_answered_and_stored(text: str) -> None:
     """The parser's promise to the rest of the pipeline: a parsed moment never fails to encode, anywhere."""
@@ -589,7 +589,7 @@ def test_whatever_parses_can_be_answered_and_stored(text: str) -> None:
         encode_entry(entry)
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(valid_json_texts, json_texts, deep_texts))
 def test_whatever_attributes_parse_reach_the_result_unchanged(text: str) -> None:
     moment = _parse_or_invalid(_with_attributes('{"a":' + text + "}"))

@@ -32,7 +32,7 @@ async def test_brokers_unreachable_past_the_startup_wait_exit_69_after_one_line_
     names: Names, tmp_path: Path
 ) -> None:
     log = tmp_path / "unreachable.log"
-    env = service_env(f"127.0.0.1:{free_port()}", names, "http://127.0.0.1:9/", kafka_startup_timeout_seconds=2)
+    env = service_env(f"127.0.0.1:{free_port()}", names, "http://127.0.0.1:9/", kafka_startup_timeout_seconds=3)
     async with reaped(spawn(env, log)) as process:
         code = await asyncio.to_thread(process.wait, 60)
     assert code == 69, log.read_text()
@@ -49,7 +49,7 @@ async def test_a_moments_topic_that_never_appears_exits_78_after_waiting_for_it(
     bootstrap: str, names: Names, tmp_path: Path
 ) -> None:
     log = tmp_path / "no-topic.log"
-    env = service_env(bootstrap, names, "http://127.0.0.1:9/", kafka_startup_timeout_seconds=1.5)
+    env = service_env(bootstrap, names, "http://127.0.0.1:9/", kafka_startup_timeout_seconds=2.5)
     async with reaped(spawn(env, log)) as process:
         code = await asyncio.to_thread(process.wait, 60)
     assert code == 78, log.read_text()

@@ -15,7 +15,7 @@ from types import TracebackType
 import aiohttp
 from yarl import URL
 
-from highlight.apis import Backend, Started
+from highlight.apis import Backend, HttpRequest, Started
 from highlight.config import LiveSettings
 from highlight.errors import ConfigError, LiveInDoubt, LiveUnreachable
 from highlight.recording import RecordingOptions, RecordingWindow
@@ -71,9 +71,18 @@ class LiveClient:
 
     async def start(self, options: RecordingOptions, window: RecordingWindow, now: datetime) -> Started:
         """One attempt; the started task, or a classified `LiveError`."""
+        status, body = await self._exchange(self.backend.request(options, window, now))
+        return self.backend.parse(status, body)
+
+    async def probe(self, now: datetime) -> str:
+        """The backend's read-only call: what the API said once it accepted our credentials, or a `LiveError`."""
+        status, body = await self._exchange(self.backend.probe(now))
+        return self.backend.parse_probe(status, body)
+
+    async def _exchange(self, request: HttpRequest) -> tuple[int, bytes]:
+        """Send one request, read its answer; failures classified by whether the request could have arrived."""
         if self._session is None:
             raise RuntimeError("LiveClient used outside its context")
-        request = self.backend.request(options, window, now)
         url = URL(request.url, encoded=True)
         # Hard deadline: sock_read restarts with every chunk, so a trickling server could hold us forever.
         deadline = CONNECT_TIMEOUT_SECONDS + self._settings.timeout_seconds
@@ -104,7 +113,7 @@ class LiveClient:
             raise LiveInDoubt(f"connection lost after sending: {_clean(exc)}", code="connection_lost") from None
         except aiohttp.ClientError as exc:
             raise LiveInDoubt(f"unexpected HTTP failure: {_clean(exc)}", code="http_error") from None
-        return self.backend.parse(status, body)
+        return status, body
 
 
 def _clean(exc: BaseException) -> str:

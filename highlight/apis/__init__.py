@@ -5,7 +5,8 @@
 - `create_live_record`: Cloud API 3.0 `CreateLiveRecord`, signed with TC3-HMAC-SHA256.
 
 The pipeline (dedup, retries, outage handling, results, metrics) is shared; a backend only maps a moment's
-recording window to an HTTP request and the HTTP answer to a task id or a classified `LiveError`:
+recording window to an HTTP request and the HTTP answer to a task id or a classified `LiveError`, and offers
+one read-only call that proves the credentials without creating anything (for `highlight check`):
 - `LiveRefused` (retriable or not): the API answered and nothing is recording;
 - `LiveAccessRefused`: our credentials, clock or endpoint are wrong: not the moment's fault;
 - `LiveInDoubt`: a recording may exist but we cannot know;
@@ -51,6 +52,15 @@ class Backend(Protocol):
 
     def parse(self, status: int, body: bytes) -> Started:
         """The started task, or raise the classified `LiveError`."""
+        ...
+
+    def probe(self, now: datetime) -> HttpRequest:
+        """A signed read-only call that the API authenticates like a recording call; it creates nothing."""
+        ...
+
+    def parse_probe(self, status: int, body: bytes) -> str:
+        """What the API said, once it accepted our credentials; else raise the classified `LiveError`
+        (`LiveAccessRefused` when it refused them, any other when the answer proves nothing either way)."""
         ...
 
 

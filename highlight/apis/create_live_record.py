@@ -16,13 +16,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from highlight.apis import HttpRequest, Started, parse_task_id, snippet
+from highlight.apis import HttpRequest, Started, is_json_int, parse_task_id, snippet
 from highlight.config import Secret
 from highlight.errors import LiveAccessRefused, LiveError, LiveInDoubt, LiveRefused, LiveUnreachable
 from highlight.recording import RecordingOptions, RecordingWindow
 
 API_NAME = "create_live_record"
 ACTION = "CreateLiveRecord"
+# The read-only action `highlight check` calls: it lists the streams being pushed and creates nothing, and the
+# 3.0 gateway checks the TC3 signature for it exactly as for CreateLiveRecord.
+PROBE_ACTION = "DescribeLiveStreamOnlineList"
 VERSION = "2018-08-01"
 SERVICE = "live"
 ALGORITHM = "TC3-HMAC-SHA256"
@@ -195,13 +198,26 @@ class CreateLiveRecord:
         return fields
 
     def request(self, options: RecordingOptions, window: RecordingWindow, now: datetime) -> HttpRequest:
-        body = orjson.dumps(self.body(options, window))
+        return self._post(ACTION, orjson.dumps(self.body(options, window)), now)
+
+    def parse(self, status: int, body: bytes) -> Started:
+        return parse_reply(status, body)
+
+    def probe(self, now: datetime) -> HttpRequest:
+        # No filter: every stream of the account, the first page only.
+        return self._post(PROBE_ACTION, b"{}", now)
+
+    def parse_probe(self, status: int, body: bytes) -> str:
+        return parse_probe_reply(status, body)
+
+    def _post(self, action: str, body: bytes, now: datetime) -> HttpRequest:
+        """One signed call of `action`."""
         timestamp = int(now.timestamp())
         headers = {
             "Content-Type": CONTENT_TYPE,
             # Sent as signed: a client library normalising it (dropping a default port) would break the signature.
             "Host": self._host,
-            "X-TC-Action": ACTION,
+            "X-TC-Action": action,
             "X-TC-Version": VERSION,
             "X-TC-Timestamp": str(timestamp),
         }
@@ -216,9 +232,6 @@ class CreateLiveRecord:
             path=self._path,
         )
         return HttpRequest("POST", self._url, headers=headers, body=body)
-
-    def parse(self, status: int, body: bytes) -> Started:
-        return parse_reply(status, body)
 
 
 # --- the reply ------------------------------------------------------------------------------------------------------
@@ -252,7 +265,39 @@ def parse_reply(status: int, body: bytes) -> Started:
     return Started(task_id, request_id)
 
 
-def error_for(code: str, message: str, request_id: str | None) -> LiveError:
+def parse_probe_reply(status: int, body: bytes) -> str:
+    """What DescribeLiveStreamOnlineList said, once the gateway accepted our SecretId, signature and clock."""
+    response = _response(body)
+    request_id = _request_id(response)
+    if status >= 500 or status == 429:
+        raise LiveUnreachable(f"HTTP {status} from {PROBE_ACTION}", code=f"http_{status}", request_id=request_id)
+    error = response.get("Error") if response is not None else None
+    if isinstance(error, dict) and isinstance(error.get("Code"), str) and error["Code"]:
+        code, message = error["Code"], str(error.get("Message") or "")
+        kind = kind_of(code)
+        if code == "UnauthorizedOperation" or code.startswith("UnauthorizedOperation."):
+            # CAM checks the action after the signature: the key is genuine, it may only not list streams.
+            return (
+                f"{PROBE_ACTION} answered {code} (request {request_id}): the signature is accepted, but CAM does "
+                "not let this key list streams, so whether it may call CreateLiveRecord cannot be told without "
+                "creating a recording"
+            )
+        if kind == "refuse":
+            # Refused by the action behind the gateway: the gateway has accepted our signature.
+            return f"{PROBE_ACTION} answered {code} ({message}, request {request_id}), after accepting the signature"
+        raise error_for(code, message, request_id, PROBE_ACTION)
+    if not 200 <= status < 300 or response is None:
+        raise LiveAccessRefused(
+            f"HTTP {status} from {PROBE_ACTION} without an API answer: check the URL ({snippet(body)})",
+            code=f"http_{status}",
+            request_id=request_id,
+        )
+    total = response.get("TotalNum")
+    shown = f"{total} stream{'s' if total != 1 else ''} live" if is_json_int(total) else "no stream count"
+    return f"{PROBE_ACTION} answered ({shown}, request {request_id})"
+
+
+def error_for(code: str, message: str, request_id: str | None, action: str = ACTION) -> LiveError:
     """The `LiveError` an API error Code stands for (see ERROR_TABLE)."""
     kind = kind_of(code)
     text = message.strip() or code
@@ -261,18 +306,19 @@ def error_for(code: str, message: str, request_id: str | None) -> LiveError:
             return LiveRefused(code, text, retriable=kind == "retry", request_id=request_id)
         case "access":
             return LiveAccessRefused(
-                f"CreateLiveRecord refused our credentials or endpoint: {code}: {text}",
+                f"{action} refused our credentials or endpoint: {code}: {text}",
                 code=code,
                 request_id=request_id,
             )
         case "in_doubt":
+            may_exist = ", the task may exist" if action == ACTION else ""
             return LiveInDoubt(
-                f"CreateLiveRecord failed internally, the task may exist: {code}: {text}",
+                f"{action} failed internally{may_exist}: {code}: {text}",
                 code=code,
                 request_id=request_id,
             )
         case "unreachable":
-            return LiveUnreachable(f"CreateLiveRecord unavailable: {code}: {text}", code=code, request_id=request_id)
+            return LiveUnreachable(f"{action} unavailable: {code}: {text}", code=code, request_id=request_id)
 
 
 def _response(body: bytes) -> Mapping[str, object] | None:

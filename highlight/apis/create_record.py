@@ -25,6 +25,9 @@ from highlight.recording import RecordingOptions, RecordingWindow
 
 API_NAME = "create_record"
 ACTION = "CreateRecord"
+# The read-only action `highlight check` calls: it lists the account's channels and creates nothing, and the v2
+# gateway checks the common parameters and the signature for it exactly as for CreateRecord.
+PROBE_ACTION = "DescribeLVBChannelList"
 DEFAULT_PATH = "/v2/index.php"
 SIGNATURE_METHODS = ("HmacSHA1", "HmacSHA256")
 # `tapeType=1` is real-time recording: it starts when the call succeeds and the start time is ignored.
@@ -126,12 +129,19 @@ class CreateRecord:
         """The signed parameters of one attempt (a fresh Nonce each call)."""
         # v2 CreateRecord has no file format, record type, domain, path or mix-stream parameters: a moment's
         # options beyond the channel are ignored here (the recording takes the account's defaults).
-        params = {
+        action = {
             "Action": ACTION,
             "channelId": options.channel_id,
             "startTime": window.start_time,
             "endTime": window.end_time,
             "tapeType": TAPE_TYPE_REAL_TIME,
+        }
+        return self._signed(action, now)
+
+    def _signed(self, action: Mapping[str, str], now: datetime) -> dict[str, str]:
+        """An action's parameters with the common ones and the Signature over all of them."""
+        params = {
+            **action,
             "Region": self._region,
             "Timestamp": str(int(now.timestamp())),
             "Nonce": str(self._nonce()),
@@ -145,20 +155,53 @@ class CreateRecord:
         params["Signature"] = signature(self._secret_key.reveal(), text, self._method)
         return params
 
-    def request(self, options: RecordingOptions, window: RecordingWindow, now: datetime) -> HttpRequest:
-        query = encode_query(self.params(options, window, now))
+    def _get(self, params: Mapping[str, str]) -> HttpRequest:
         # Host is sent as signed: a client library normalising it (dropping a default port) would break it.
-        return HttpRequest("GET", f"{self._base}?{query}", headers={"Host": self._host})
+        return HttpRequest("GET", f"{self._base}?{encode_query(params)}", headers={"Host": self._host})
+
+    def request(self, options: RecordingOptions, window: RecordingWindow, now: datetime) -> HttpRequest:
+        return self._get(self.params(options, window, now))
 
     def parse(self, status: int, body: bytes) -> Started:
         return parse_reply(status, body)
 
+    def probe(self, now: datetime) -> HttpRequest:
+        return self._get(self._signed({"Action": PROBE_ACTION}, now))
+
+    def parse_probe(self, status: int, body: bytes) -> str:
+        return parse_probe_reply(status, body)
+
 
 def parse_reply(status: int, body: bytes) -> Started:
     """`{code, message, task_id}`: the started task, or the classified reason there is none."""
+    reply = _reply(status, body, ACTION)
+    task_id = parse_task_id(reply.get("task_id"))
+    if task_id is None:
+        # code 0 says a recording started, but without its id we cannot answer for it.
+        raise LiveInDoubt(f"code 0 without a valid task_id: {snippet(body)}", code="invalid_reply")
+    return Started(task_id)
+
+
+def parse_probe_reply(status: int, body: bytes) -> str:
+    """What DescribeLVBChannelList said, once the gateway accepted our SecretId, signature and clock."""
+    try:
+        reply = _reply(status, body, PROBE_ACTION)
+    except LiveRefused as refused:
+        if refused.retriable:
+            raise
+        # Refused by the action behind the gateway: the gateway has accepted our signature.
+        return f"{PROBE_ACTION} answered code {refused.code} ({refused.message}), after accepting the signature"
+    count = reply.get("all_count")
+    # v2 writes some numbers as strings ("all_count": "2").
+    shown = f"{count} channels" if is_json_int(count) or (isinstance(count, str) and count.isdigit()) else "answered"
+    return f"{PROBE_ACTION} answered code 0 ({shown})"
+
+
+def _reply(status: int, body: bytes, action: str) -> dict[str, object]:
+    """A reply with code 0, or the classified reason it is not one: shared by every v2 action."""
     if status >= 500 or status == 429:
         # The gateway failed or shed load before the backend created anything.
-        raise LiveUnreachable(f"HTTP {status} from CreateRecord", code=f"http_{status}")
+        raise LiveUnreachable(f"HTTP {status} from {action}", code=f"http_{status}")
     try:
         reply = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -171,23 +214,19 @@ def parse_reply(status: int, body: bytes) -> Started:
         if not 200 <= status < 300:
             # No API answer behind a 3xx/4xx: the URL does not lead to the v2 API.
             raise LiveAccessRefused(
-                f"HTTP {status} from CreateRecord without an API error: check the URL ({snippet(body)})",
+                f"HTTP {status} from {action} without an API error: check the URL ({snippet(body)})",
                 code=f"http_{status}",
             )
-        raise LiveInDoubt(f"unreadable CreateRecord reply: {snippet(body)}", code="invalid_reply")
+        raise LiveInDoubt(f"unreadable {action} reply: {snippet(body)}", code="invalid_reply")
     message = str(reply.get("message") or "")
     if code != 0:
-        raise error_for(code, message)
+        raise error_for(code, message, action)
     if not 200 <= status < 300:
-        raise LiveAccessRefused(f"HTTP {status} from CreateRecord with code 0: check the URL", code=f"http_{status}")
-    task_id = parse_task_id(reply.get("task_id"))
-    if task_id is None:
-        # code 0 says a recording started, but without its id we cannot answer for it.
-        raise LiveInDoubt(f"code 0 without a valid task_id: {snippet(body)}", code="invalid_reply")
-    return Started(task_id)
+        raise LiveAccessRefused(f"HTTP {status} from {action} with code 0: check the URL", code=f"http_{status}")
+    return reply
 
 
-def error_for(code: int, message: str) -> LiveError:
+def error_for(code: int, message: str, action: str = ACTION) -> LiveError:
     """The `LiveError` an API error code stands for (see ERROR_TABLE)."""
     kind = ERROR_TABLE.get(code, DEFAULT_KIND)
     text = message.strip() or f"code {code}"
@@ -196,8 +235,9 @@ def error_for(code: int, message: str) -> LiveError:
         case "retry" | "refuse":
             return LiveRefused(name, text, retriable=kind == "retry")
         case "access":
-            return LiveAccessRefused(f"CreateRecord refused our credentials or endpoint: {text}", code=name)
+            return LiveAccessRefused(f"{action} refused our credentials or endpoint: {text}", code=name)
         case "in_doubt":
-            return LiveInDoubt(f"CreateRecord failed internally, the task may exist: {text}", code=name)
+            may_exist = ", the task may exist" if action == ACTION else ""
+            return LiveInDoubt(f"{action} failed internally{may_exist}: {text}", code=name)
         case "unreachable":
-            return LiveUnreachable(f"CreateRecord unavailable: {text}", code=name)
+            return LiveUnreachable(f"{action} unavailable: {text}", code=name)

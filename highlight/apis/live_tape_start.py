@@ -18,6 +18,9 @@ from highlight.recording import RecordingOptions, RecordingWindow
 
 API_NAME = "live_tape_start"
 INTERFACE = "Live_Tape_Start"
+# The read-only interface `highlight check` calls: it lists the live channels and creates nothing, and the fcgi
+# gateway checks appid, t and sign for it exactly as for Live_Tape_Start.
+PROBE_INTERFACE = "Live_Channel_GetLiveChannelList"
 # `t` is the signature's expiry: short enough that a leaked URL is useless soon, long enough for clock skew.
 SIGNATURE_TTL_SECONDS = 60
 
@@ -77,12 +80,52 @@ class LiveTapeStart:
     def parse(self, status: int, body: bytes) -> Started:
         return Started(parse_reply(status, body))
 
+    def probe(self, now: datetime) -> HttpRequest:
+        t = int(now.timestamp()) + SIGNATURE_TTL_SECONDS
+        params = [
+            ("appid", self._appid),
+            ("interface", PROBE_INTERFACE),
+            ("t", str(t)),
+            ("sign", sign(self._key.reveal(), t)),
+        ]
+        return HttpRequest("GET", f"{self._base}?{urlencode(params, quote_via=quote_plus)}")
+
+    def parse_probe(self, status: int, body: bytes) -> str:
+        return parse_probe_reply(status, body)
+
 
 def parse_reply(status: int, body: bytes) -> int:
     """The task id of a successful reply, or the classified reason there is none.
 
     The real endpoint answers JSON labelled text/html, so the Content-Type is never consulted.
     """
+    reply = _reply(status, body)
+    output = reply.get("output")
+    task_id = output.get("task_id") if isinstance(output, dict) else None
+    parsed = parse_task_id(task_id)
+    if parsed is None:
+        # ret 0 says a recording started, but without its id we cannot answer for it.
+        raise LiveInDoubt(f"ret 0 without a valid output.task_id: {snippet(body)}", code="invalid_reply")
+    return parsed
+
+
+def parse_probe_reply(status: int, body: bytes) -> str:
+    """What Live_Channel_GetLiveChannelList said, once the gateway accepted our appid, key and clock."""
+    try:
+        reply = _reply(status, body)
+    except LiveRefused as refused:
+        if refused.retriable:
+            raise
+        # Refused by the backend behind the gateway: the gateway has accepted our signature.
+        return f"{PROBE_INTERFACE} answered ret {refused.code} ({refused.message}), after accepting the signature"
+    output = reply.get("output")
+    count = output.get("all_count") if isinstance(output, dict) else None
+    shown = f"{count} channel{'s' if count != 1 else ''} live" if is_json_int(count) else "no channel count"
+    return f"{PROBE_INTERFACE} answered ret 0 ({shown})"
+
+
+def _reply(status: int, body: bytes) -> dict[str, object]:
+    """A reply with `ret` 0, or the classified reason it is not one: shared by every interface of the gateway."""
     if status >= 500 or status == 429:
         # The gateway failed or shed load before the backend created anything.
         raise LiveUnreachable(f"HTTP {status} from the Live API", code=f"http_{status}")
@@ -105,13 +148,7 @@ def parse_reply(status: int, body: bytes) -> int:
         _raise_if_access_refused(message)
         # 1202 is the documented frequency limit: the same request may succeed a little later.
         raise LiveRefused(ret, message or f"ret {ret}", retriable=ret == RET_FREQUENCY_LIMIT)
-    output = reply.get("output")
-    task_id = output.get("task_id") if isinstance(output, dict) else None
-    parsed = parse_task_id(task_id)
-    if parsed is None:
-        # ret 0 says a recording started, but without its id we cannot answer for it.
-        raise LiveInDoubt(f"ret 0 without a valid output.task_id: {snippet(text)}", code="invalid_reply")
-    return parsed
+    return reply
 
 
 def _raise_if_access_refused(message: str) -> None:

@@ -147,12 +147,14 @@ def check_access(
     config: SimulatorConfig,
     now: float,
     dialect: CloudDialect,
+    action: str = ACTION,
 ) -> Answer | None:
-    action = headers.get("X-TC-Action", "")
-    if not action:
+    """The gateway's checks of a call of `action`: the X-TC-* headers and the TC3 Authorization."""
+    given = headers.get("X-TC-Action", "")
+    if not given:
         return dialect.error("MissingParameter", "the X-TC-Action header is missing")
-    if action != ACTION:
-        return dialect.error("InvalidAction", f"the action {action} does not exist")
+    if given != action:
+        return dialect.error("InvalidAction", f"the action {given} does not exist")
     if headers.get("X-TC-Version") != VERSION:
         return dialect.error("NoSuchVersion", f"the version must be {VERSION}")
     timestamp = headers.get("X-TC-Timestamp", "")

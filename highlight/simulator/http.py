@@ -36,14 +36,19 @@ class Incoming:
     request_id: str | None = None
 
 
-async def read_live_tape_start(request: web.Request, config: SimulatorConfig, now: Callable[[], float]) -> Incoming:
+async def read_form(request: web.Request) -> tuple[str, dict[str, str]]:
+    """The raw parameters of a `/common_access` call and their decoding (the query, then a form body)."""
     raw_query = request.rel_url.raw_query_string
     # Like a CGI form parser, a POST body counts only when it is declared a form.
     if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
         body = (await request.read()).decode("utf-8", errors="replace")
         raw_query = "&".join(part for part in (raw_query, body) if part)
     # Form decoding, as the documents' examples encode: `+` is a space, %xx are UTF-8 bytes.
-    query = first_values(parse_qsl(raw_query, keep_blank_values=True, errors="replace"))
+    return raw_query, first_values(parse_qsl(raw_query, keep_blank_values=True, errors="replace"))
+
+
+async def read_live_tape_start(request: web.Request, config: SimulatorConfig, now: Callable[[], float]) -> Incoming:
+    raw_query, query = await read_form(request)
     at = now()
     refusal = rules.check_access(query, config, at)
     checked = refusal or rules.check_parameters(query, at, config.clock_skew_tolerance_s)

@@ -312,3 +312,74 @@ def test_an_api_error_behind_a_4xx_is_classified_by_its_code() -> None:
         parse(400, error_body("RequestLimitExceeded"))
     assert raised.value.retriable
     assert raised.value.request_id == REQUEST_ID
+
+
+# --- the read-only probe (highlight check) ------------------------------------------------------------------------
+
+
+def test_the_probe_lists_streams_signed_exactly_as_the_sdk_would() -> None:
+    request = backend(region="ap-guangzhou").probe(NOW)
+    assert request.method == "POST"
+    assert request.url == URL
+    assert request.body == b"{}", "no filter: the account's streams, first page"
+    assert request.headers["X-TC-Action"] == "DescribeLiveStreamOnlineList"
+    assert request.headers["X-TC-Version"] == "2018-08-01"
+    assert request.headers["X-TC-Timestamp"] == str(int(NOW.timestamp()))
+    assert request.headers["X-TC-Region"] == "ap-guangzhou"
+    assert request.headers["Authorization"] == sdk_authorization_of(request)
+
+
+def _answer(response: dict[str, object]) -> bytes:
+    return orjson.dumps({"Response": {"RequestId": "req-1", **response}})
+
+
+def test_a_probe_answer_with_a_stream_count_is_accepted() -> None:
+    said = backend().parse_probe(200, _answer({"TotalNum": 1, "OnlineInfo": []}))
+    assert said == "DescribeLiveStreamOnlineList answered (1 stream live, request req-1)"
+
+
+@pytest.mark.parametrize(
+    "code", ["AuthFailure.SignatureFailure", "AuthFailure.SecretIdNotFound", "AuthFailure.SignatureExpire"]
+)
+def test_a_probe_refused_for_our_credentials_is_access_refused_with_its_request_id(code: str) -> None:
+    with pytest.raises(LiveAccessRefused) as caught:
+        backend().parse_probe(200, _answer({"Error": {"Code": code, "Message": "no"}}))
+    assert caught.value.code == code
+    assert caught.value.request_id == "req-1"
+
+
+def test_a_key_cam_forbids_to_list_streams_is_still_a_key_the_gateway_accepted() -> None:
+    said = backend().parse_probe(200, _answer({"Error": {"Code": "UnauthorizedOperation", "Message": "CAM"}}))
+    assert "the signature is accepted" in said
+    assert "CreateLiveRecord cannot be told" in said
+
+
+def test_a_probe_refused_by_the_action_proves_the_credentials() -> None:
+    said = backend().parse_probe(200, _answer({"Error": {"Code": "InvalidParameterValue", "Message": "PageSize"}}))
+    assert said.startswith("DescribeLiveStreamOnlineList answered InvalidParameterValue (PageSize, request req-1)")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (200, _answer({"Error": {"Code": "RequestLimitExceeded", "Message": "slow down"}}), LiveRefused),
+        (200, _answer({"Error": {"Code": "InternalError", "Message": "oops"}}), LiveInDoubt),
+        (200, _answer({"Error": {"Code": "InvalidAction", "Message": "wrong endpoint"}}), LiveAccessRefused),
+        (503, b"", LiveUnreachable),
+        (404, b"<html/>", LiveAccessRefused),
+        (200, b"<html/>", LiveAccessRefused),
+    ],
+)
+def test_a_probe_answer_that_proves_nothing_is_a_live_error(status: int, body: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error) as caught:
+        backend().parse_probe(status, body)
+    assert "task may exist" not in str(caught.value), "a read-only call creates no task"
+
+
+@given(st.integers(100, 599), st.binary(max_size=100) | st.dictionaries(st.text(max_size=10), st.none()).map(_answer))
+def test_parse_probe_returns_what_was_said_or_raises_a_live_error(status: int, body: bytes) -> None:
+    try:
+        said = backend().parse_probe(status, body)
+    except LiveError:
+        return
+    assert said.startswith("DescribeLiveStreamOnlineList answered")

@@ -324,3 +324,62 @@ def test_an_api_code_behind_a_4xx_is_classified_by_its_code() -> None:
     assert raised.value.retriable
     with pytest.raises(LiveAccessRefused):
         parse(404, b'{"code":0,"task_id":1}')
+
+
+# --- the read-only probe (highlight check) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["HmacSHA1", "HmacSHA256"])
+def test_the_probe_lists_channels_with_the_common_parameters_signed_like_a_recording_call(method: str) -> None:
+    request = backend(signature_method=method, nonce=lambda: 4242).probe(NOW)
+    assert request.method == "GET"
+    assert request.headers == {"Host": "live.api.qcloud.com"}
+    params = dict(query_of(request.url))
+    expected = {
+        "Action": "DescribeLVBChannelList",
+        "Region": "gz",
+        "Timestamp": str(int(NOW.timestamp())),
+        "Nonce": "4242",
+        "SecretId": SECRET_ID,
+    }
+    if method == "HmacSHA256":
+        expected["SignatureMethod"] = method
+    assert {name: value for name, value in params.items() if name != "Signature"} == expected
+    text = sign_string("GET", "live.api.qcloud.com", "/v2/index.php", params)
+    assert params["Signature"] == signature(SECRET_KEY, text, method)
+
+
+def test_a_probe_reply_with_code_0_is_accepted_and_counts_the_channels() -> None:
+    body = b'{"code": 0, "message": "", "all_count": "2", "channelSet": []}'
+    assert backend().parse_probe(200, body) == "DescribeLVBChannelList answered code 0 (2 channels)"
+
+
+@pytest.mark.parametrize("code", [4100, 4101, 4200, 4300, 4600, 6100])
+def test_a_probe_refused_for_credentials_clock_or_endpoint_is_access_refused(code: int) -> None:
+    with pytest.raises(LiveAccessRefused) as caught:
+        backend().parse_probe(200, f'{{"code": {code}, "message": "no"}}'.encode())
+    assert caught.value.message.startswith("DescribeLVBChannelList refused")
+
+
+@pytest.mark.parametrize("code", [4000, 5000, 5100])
+def test_a_probe_refused_by_the_action_behind_the_gateway_proves_the_credentials(code: int) -> None:
+    said = backend().parse_probe(200, f'{{"code": {code}, "message": "nope"}}'.encode())
+    assert said == f"DescribeLVBChannelList answered code {code} (nope), after accepting the signature"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (200, b'{"code": 4400, "message": "busy"}', LiveRefused),
+        (200, b'{"code": 4500, "message": "replay"}', LiveRefused),
+        (200, b'{"code": 6000, "message": "internal"}', LiveInDoubt),
+        (200, b'{"code": 6200, "message": "unavailable"}', LiveUnreachable),
+        (502, b"", LiveUnreachable),
+        (404, b"<html/>", LiveAccessRefused),
+        (200, b"<html/>", LiveInDoubt),
+    ],
+)
+def test_a_probe_answer_that_proves_nothing_is_a_live_error(status: int, body: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error) as caught:
+        backend().parse_probe(status, body)
+    assert "task may exist" not in str(caught.value), "a read-only call creates no task"

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from highlight import recording
 from highlight.apis import live_tape_start
+from highlight.config import Secret
 from highlight.errors import LiveAccessRefused, LiveError, LiveInDoubt, LiveRefused, LiveUnreachable
 from highlight.recording import RecordingOptions, RecordingWindow
 
@@ -266,3 +267,76 @@ def test_parse_reply_huge_digit_string_task_id_is_a_live_error_not_value_error()
     body = b'{"ret":0,"output":{"task_id":"' + b"1" * 5000 + b'"}}'
     with pytest.raises(LiveInDoubt):
         live_tape_start.parse_reply(200, body)
+
+
+# --- the read-only probe (highlight check) ------------------------------------------------------------------------
+
+PROBE_NOW = datetime(2030, 6, 1, 4, 0, 0, tzinfo=UTC)
+
+
+def _probe_backend(key: str = "5d41402abc4b2a76b9719d911017c592") -> live_tape_start.LiveTapeStart:
+    return live_tape_start.LiveTapeStart(url="http://fcgi.example/common_access?x=1", appid="1234", key=Secret(key))
+
+
+def test_the_probe_lists_live_channels_signed_like_a_recording_call_and_asks_for_nothing_else() -> None:
+    request = _probe_backend().probe(PROBE_NOW)
+    assert request.method == "GET"
+    base, query = request.url.split("?")
+    assert base == "http://fcgi.example/common_access"
+    t = int(PROBE_NOW.timestamp()) + live_tape_start.SIGNATURE_TTL_SECONDS
+    assert parse_qs(query, strict_parsing=True) == {
+        "appid": ["1234"],
+        "interface": ["Live_Channel_GetLiveChannelList"],
+        "t": [str(t)],
+        "sign": [live_tape_start.sign("5d41402abc4b2a76b9719d911017c592", t)],
+    }
+
+
+def test_a_probe_reply_with_ret_0_is_accepted_and_counts_the_live_channels() -> None:
+    body = orjson.dumps({"ret": 0, "message": "", "output": {"all_count": 2, "channel_list": []}})
+    assert _probe_backend().parse_probe(200, body) == "Live_Channel_GetLiveChannelList answered ret 0 (2 channels live)"
+
+
+@pytest.mark.parametrize("message", ["appid is invalid", "sign invalid", "time expired"])
+def test_a_probe_refused_by_the_gateway_is_access_refused(message: str) -> None:
+    with pytest.raises(LiveAccessRefused):
+        _probe_backend().parse_probe(200, orjson.dumps({"ret": -1, "message": message}))
+
+
+def test_a_probe_refused_by_the_backend_behind_the_gateway_proves_the_credentials() -> None:
+    said = _probe_backend().parse_probe(200, orjson.dumps({"ret": 1201, "message": "internal error"}))
+    assert "ret 1201" in said
+    assert "after accepting the signature" in said
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (200, orjson.dumps({"ret": 1202, "message": "request frequency exceeds limit"}), LiveRefused),
+        (503, b"", LiveUnreachable),
+        (404, b"not found", LiveAccessRefused),
+        (200, b"<html>oops</html>", LiveInDoubt),
+    ],
+)
+def test_a_probe_answer_that_proves_nothing_is_a_live_error(status: int, body: bytes, error: type[LiveError]) -> None:
+    with pytest.raises(error):
+        _probe_backend().parse_probe(status, body)
+
+
+probe_shaped = st.fixed_dictionaries(
+    {},
+    optional={
+        "ret": st.integers(-(2**63), 2**63 - 1) | json_values,
+        "message": json_values | st.sampled_from(live_tape_start.ACCESS_REFUSALS),
+        "output": st.fixed_dictionaries({}, optional={"all_count": json_values}) | json_values,
+    },
+).map(orjson.dumps)
+
+
+@given(st.integers(100, 599), st.binary(max_size=200) | probe_shaped)
+def test_parse_probe_returns_what_was_said_or_raises_a_live_error(status: int, body: bytes) -> None:
+    try:
+        said = _probe_backend().parse_probe(status, body)
+    except LiveError:
+        return
+    assert said.startswith("Live_Channel_GetLiveChannelList answered ret ")

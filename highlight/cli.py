@@ -1,4 +1,5 @@
-"""`highlight run | simulate-live | demo`: the only place that reads the environment and handles signals."""
+"""`highlight run | check | dlq replay | simulate-live | demo`: the only place that reads the environment and
+handles signals."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ EXIT_UNAVAILABLE = 69  # the brokers could not be reached (at start-up, after HI
 EXIT_SOFTWARE = 70  # records failed one after another in our own code (HIGHLIGHT_MAX_UNPROCESSABLE_IN_A_ROW)
 EXIT_PROTOCOL = 76  # Kafka refused a request, for another reason than reachability (authorization, say)
 EXIT_CONFIG = 78  # a topic is misconfigured (a refused Live credential pauses the service instead)
+EXIT_INTERRUPTED = 130  # a one-shot command stopped by Ctrl-C
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +45,28 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     config.add_arguments(run)
+
+    check = commands.add_parser(
+        "check",
+        help="preflight before `highlight run`: settings, broker, topics, lag, the Live endpoint and credentials",
+        description="One line per check (ok, FAIL or skipped, and why); exit 0 when every check holds, 1 "
+        "otherwise, 2 for an invalid setting. Never starts a recording. Configured exactly like `highlight run`.",
+    )
+    config.add_arguments(check)
+
+    from highlight.tools import replay
+
+    dlq = commands.add_parser("dlq", help="the dead-letter topic: replay dead letters")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="COMMAND")
+    dlq_replay = dlq_commands.add_parser(
+        "replay",
+        help="publish selected dead letters' original bytes to the moments topic again",
+        description="Read the dead-letter topic, select records by reason, partition, offsets and time, and publish "
+        "each one's original key, bytes and headers to the moments topic, where dedup answers a moment recorded "
+        "before without a second call. Configured exactly like `highlight run`; needs no Live API credentials.",
+    )
+    replay.add_arguments(dlq_replay)
+    config.add_arguments(dlq_replay, uses_live=False)
 
     from highlight import simulator
 
@@ -69,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return _run(args)
+    if args.command == "check":
+        return _check(args)
+    if args.command == "dlq":
+        return _dlq_replay(args)
     if args.command == "simulate-live":
         return _simulate(args)
     from highlight import demo
@@ -165,6 +193,55 @@ def _serve_with_signals(serve: Callable[[asyncio.Event], Coroutine[Any, Any, Non
     except (KeyboardInterrupt, asyncio.CancelledError):
         return EXIT_OK
     return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        settings = config.load(os.environ, args)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    logs.configure(settings.log_format, settings.log_level, secrets=logs.secrets_of(settings))
+
+    from highlight.tools import check
+
+    async def work() -> int:
+        report = await check.run(settings)
+        return EXIT_OK if report.ok else EXIT_FAILURE
+
+    return _one_shot(work)
+
+
+def _dlq_replay(args: argparse.Namespace) -> int:
+    from highlight.tools import replay
+
+    try:
+        settings = config.load(os.environ, args, uses_live=False)
+        selection = replay.selection_of(args)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    logs.configure(settings.log_format, settings.log_level, secrets=logs.secrets_of(settings))
+
+    async def work() -> int:
+        await replay.replay(settings, selection, dry_run=args.dry_run)
+        return EXIT_OK
+
+    return _one_shot(work)
+
+
+def _one_shot(work: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """A command that ends by itself: its own exit code, or the one its error calls for, as for `run`."""
+    try:
+        return asyncio.run(work())
+    except TopicMisconfigured as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    except BrokerUnavailable as exc:
+        return _fail(f"{exc} (HIGHLIGHT_KAFKA_BOOTSTRAP_SERVERS)", EXIT_UNAVAILABLE)
+    except BrokerError as exc:
+        return _fail(str(exc), EXIT_PROTOCOL)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
 
 
 def _simulate(args: argparse.Namespace) -> int:

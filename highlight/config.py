@@ -136,8 +136,13 @@ class Settings:
     log_level: str
 
 
-def load(environ: Mapping[str, str], flags: argparse.Namespace | None = None) -> Settings:
-    """Settings from the environment with flags on top; the first bad setting raises `ConfigError`."""
+def load(environ: Mapping[str, str], flags: argparse.Namespace | None = None, *, uses_live: bool = True) -> Settings:
+    """Settings from the environment with flags on top; the first bad setting raises `ConfigError`.
+
+    `uses_live=False` is for a command that never calls the Live API (`highlight dlq replay`): the chosen API's
+    credentials are then not required. Whatever is given is still parsed and checked, so one environment serves
+    every command, and a typo shows wherever it is read.
+    """
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         raw = getattr(flags, setting.attr, None) if flags is not None else None
@@ -157,7 +162,7 @@ def load(environ: Mapping[str, str], flags: argparse.Namespace | None = None) ->
     # Only after every value is parsed: which settings are required depends on the api, wherever it is listed.
     api: str = values["live_api"]
     for setting in SETTINGS:
-        if api in setting.required_by and values[setting.attr] is None:
+        if uses_live and api in setting.required_by and values[setting.attr] is None:
             raise ConfigError(f"{setting.env} is required when HIGHLIGHT_LIVE_API={api} (or pass {setting.flag})")
     return _build(values)
 

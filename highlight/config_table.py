@@ -431,11 +431,17 @@ SETTINGS: tuple[Setting, ...] = (
 ENV_DEFAULTS: dict[str, str | None] = {s.env: s.default for s in SETTINGS}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per setting; flags default to None so the environment shows through."""
+def add_arguments(parser: argparse.ArgumentParser, *, uses_live: bool = True) -> None:
+    """One flag per setting; flags default to None so the environment shows through.
+
+    Every command takes every setting, so one environment serves them all; `uses_live=False` (a command that never
+    calls the Live API) says so in `--help` instead of calling the API's credentials required.
+    """
     group = parser.add_argument_group("settings (each flag overrides its environment variable)")
     for setting in SETTINGS:
-        if setting.required_by:
+        if setting.required_by and not uses_live:
+            default = "not needed by this command"
+        elif setting.required_by:
             default = f"required when HIGHLIGHT_LIVE_API={' or '.join(setting.required_by)}"
         else:
             default = setting.default_help or setting.default or "unset"

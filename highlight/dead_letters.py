@@ -1,4 +1,5 @@
-"""Dead letters: why a record is one, the headers that say so, and a copy that always fits. Pure.
+"""Dead letters: why a record is one, the headers that say so, a copy that always fits, and what a replay of
+one publishes. Pure.
 
 A dead letter is the original record (key, bytes, headers) with our headers after its own. When that is larger
 than the producer or the dead-letter topic takes, it goes as a truncated copy whose headers give the original
@@ -9,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
-from highlight.moment import InvalidMoment
+from highlight.moment import INVALID_REASONS, InvalidMoment, InvalidReason
 
 Header = tuple[str, bytes | None]
 SizeOf = Callable[[bytes | None, bytes | None, Sequence[Header]], int]
@@ -39,7 +41,11 @@ ORIGINAL_KEY_SIZE_HEADER = "highlight.dlq.original.key.size"
 ORIGINAL_KEY_SHA256_HEADER = "highlight.dlq.original.key.sha256"
 HEADERS_DROPPED_HEADER = "highlight.dlq.original.headers.dropped"
 
-UNPROCESSABLE = "unprocessable"
+UNPROCESSABLE: Literal["unprocessable"] = "unprocessable"
+# Every reason a dead letter carries in `highlight.dlq.reason`: one list, written by the dead-lettering path
+# (`InvalidMoment.reason`, `Unprocessable.reason`), and the names `highlight dlq replay --reason` accepts.
+DeadLetterReason = InvalidReason | Literal["unprocessable"]
+DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = (*INVALID_REASONS, UNPROCESSABLE)
 # An exception's message can quote anything (a whole record, in the worst case): the header keeps its start.
 MAX_MESSAGE_CHARS = 1000
 # How a truncated copy shares the room left after our headers: at most these parts go to its key and headers.
@@ -54,7 +60,7 @@ class Unprocessable:
     """A record that failed in our own code path, or that Kafka refused: the same would happen on every retry."""
 
     exception: BaseException
-    reason: str = UNPROCESSABLE
+    reason: Literal["unprocessable"] = UNPROCESSABLE
 
     @property
     def exception_class(self) -> str:
@@ -180,3 +186,56 @@ class Streak:
     @property
     def broken(self) -> bool:
         return self.count > self._limit
+
+
+# --- replaying a dead letter (`highlight dlq replay`) -------------------------------------------------------------
+
+# The families of headers dead-lettering appends after the record's own: Connect's, Spring's and ours (the
+# reason, the exception, the marks of a truncated copy), including any a later version adds to them.
+DEAD_LETTER_HEADER_PREFIXES = ("__connect.errors.", "kafka_dlt-", "highlight.dlq.")
+
+# Where a replayed moment was replayed from: the dead letter's topic, partition and offset (decimal text).
+REPLAY_TOPIC_HEADER = "highlight.replay.topic"
+REPLAY_PARTITION_HEADER = "highlight.replay.partition"
+REPLAY_OFFSET_HEADER = "highlight.replay.offset"
+REPLAY_HEADERS = (REPLAY_TOPIC_HEADER, REPLAY_PARTITION_HEADER, REPLAY_OFFSET_HEADER)
+
+
+def dead_letter_reason(headers: Iterable[Header]) -> str | None:
+    """The reason a dead letter carries, or None for a record without one (not written by highlight)."""
+    reason = None
+    for name, value in headers:
+        if name == DLQ_REASON_HEADER and value is not None:
+            reason = value.decode("utf-8", errors="replace")
+    return reason
+
+
+def is_truncated(headers: Iterable[Header]) -> bool:
+    """Whether a dead letter is a truncated copy: its bytes are not the original's, so it cannot be replayed."""
+    return any(name == TRUNCATED_HEADER and value == b"true" for name, value in headers)
+
+
+def original_headers(headers: Sequence[Header]) -> list[Header]:
+    """A dead letter's headers without the ones dead-lettering added: the record's own, in their order.
+
+    Dead-lettering appends its headers after the record's own, so only that trailing block goes: a header of the
+    record's own that happens to share a prefix with ours, somewhere before it, is kept.
+    """
+    end = len(headers)
+    while end and headers[end - 1][0].startswith(DEAD_LETTER_HEADER_PREFIXES):
+        end -= 1
+    return list(headers[:end])
+
+
+def replayed_headers(headers: Sequence[Header], topic: str, partition: int, offset: int) -> list[Header]:
+    """The headers a replayed dead letter is published with: the record's own, then where it was replayed from.
+
+    A record replayed before (and dead-lettered again) names only its latest replay.
+    """
+    own = [(name, value) for name, value in original_headers(headers) if name not in REPLAY_HEADERS]
+    return [
+        *own,
+        (REPLAY_TOPIC_HEADER, topic.encode()),
+        (REPLAY_PARTITION_HEADER, str(partition).encode()),
+        (REPLAY_OFFSET_HEADER, str(offset).encode()),
+    ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -318,13 +318,16 @@ def _record(message: Any) -> Record:
 
 
 class ChangelogReader:
-    """Reads partitions of a (state) topic from the beginning to the current end, outside any group."""
+    """Reads partitions of a topic to their end, outside any group: the dedup state at restore (`read`), the
+    dead-letter topic for a replay (`records`)."""
 
-    def __init__(self, settings: KafkaSettings, *, fetch_max_wait_ms: int = 50) -> None:
+    def __init__(
+        self, settings: KafkaSettings, *, fetch_max_wait_ms: int = 50, client_id: str = f"{CLIENT_ID}-restore"
+    ) -> None:
         kafka_records.install()
         self._consumer = aiokafka.AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,
-            client_id=f"{CLIENT_ID}-restore",
+            client_id=client_id,
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=fetch_max_wait_ms,
@@ -382,6 +385,41 @@ class ChangelogReader:
                         ends[Partition(tp.topic, tp.partition)] = int(await self._consumer.position(tp))
             self._consumer.assign([])
         return read, ends
+
+    async def records(self, partition: Partition, start: int = 0) -> AsyncGenerator[list[Record], None]:
+        """Batches of one partition's records, from `start` to the end the partition had at the first fetch.
+
+        The end is fixed when reading begins: records appended meanwhile are left for a later read, so a reader
+        whose work writes back into the topic it reads (a replayed dead letter dead-lettered again) still ends.
+        A `start` past the end, or below the log's start, is reset by the consumer and may yield records before
+        `start`: callers filter by offset.
+        """
+        tp = aiokafka.TopicPartition(*partition)
+        async with self._lock:
+            try:
+                async with broker_errors(f"reading {partition.topic}"):
+                    self._consumer.assign([tp])
+                    if start:
+                        self._consumer.seek(tp, start)
+                    else:
+                        await self._consumer.seek_to_beginning(tp)
+                end: int | None = None
+                while True:
+                    async with broker_errors(f"reading {partition.topic}"):
+                        batches = await self._consumer.getmany(tp, timeout_ms=200, max_records=1_000)
+                        messages = batches.get(tp, [])
+                        if end is None:
+                            end = self._consumer.highwater(tp)
+                        position = await self._consumer.position(tp)
+                        # No fetch answered yet: an empty partition never reports a high-water mark on some brokers.
+                        finished = position >= end if end is not None else not messages and await self._empty(tp)
+                    batch = [_record(m) for m in messages if end is None or m.offset < end]
+                    if batch:
+                        yield batch
+                    if finished:
+                        return
+            finally:
+                self._consumer.assign([])
 
     async def _caught_up(self, tp: aiokafka.TopicPartition, *, fetched: bool) -> bool:
         highwater = self._consumer.highwater(tp)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Literal, get_args
 
 import orjson
 
@@ -16,11 +16,16 @@ from highlight.recording import RecordingOptions
 # levels but writes only 254: without a bound, a moment could start a recording whose result cannot be written.
 MAX_ATTRIBUTES_DEPTH = 64
 
+# Why a moment is a dead letter, in the order they are checked: the values of its `highlight.dlq.reason` header
+# (with `unprocessable`, `highlight.dead_letters.DEAD_LETTER_REASONS`).
+InvalidReason = Literal["empty_value", "too_large", "invalid_utf8", "invalid_json", "not_an_object", "schema_violation"]
+INVALID_REASONS: tuple[InvalidReason, ...] = get_args(InvalidReason)
+
 
 class InvalidMoment(ValueError):
     """Why a record is a dead letter. `reason` is a stable machine code, the message is for people."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: InvalidReason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 

@@ -8,7 +8,8 @@ HIGHLIGHT_KAFKA_STARTUP_TIMEOUT_SECONDS, with one log line per attempt.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,6 +153,31 @@ async def _wait_for_moments_topic(admin: AIOKafkaAdminClient, settings: KafkaSet
             gives_up_in_seconds=round(remaining, 1),
         )
         await asyncio.sleep(delay)
+
+
+@asynccontextmanager
+async def admin_client(settings: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client, closed on exit. It does not wait for the brokers: the one-shot tools report."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, client_id=CLIENT_ID, **client_options(settings)
+    )
+    try:
+        async with broker_errors("admin connection"):
+            await admin.start()
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def topic_partitions(settings: KafkaSettings, topics: Iterable[str]) -> dict[str, int]:
+    """The partition count of each of these topics that exists; a missing one is left out, never created."""
+    async with admin_client(settings) as admin:
+        async with broker_errors("listing topics"):
+            # Listing first: a metadata request for a missing topic may auto-create it.
+            existing = set(await admin.list_topics())
+        present = [topic for topic in dict.fromkeys(topics) if topic in existing]
+        shapes = await _shapes(admin, present) if present else {}
+    return {topic: partitions for topic, (partitions, _) in shapes.items()}
 
 
 def _owned(settings: KafkaSettings) -> set[str]:

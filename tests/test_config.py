@@ -82,9 +82,9 @@ def _flags(*argv: str) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
-def _error(environ: dict[str, str], flags: argparse.Namespace | None = None) -> str:
+def _error(environ: dict[str, str], flags: argparse.Namespace | None = None, *, uses_live: bool = True) -> str:
     with pytest.raises(ConfigError) as caught:
-        config.load(environ, flags)
+        config.load(environ, flags, uses_live=uses_live)
     return str(caught.value)
 
 
@@ -587,6 +587,29 @@ def test_each_missing_per_api_setting_is_one_line_naming_it_the_api_and_the_flag
 def test_the_per_api_requirement_follows_an_api_given_as_a_flag() -> None:
     message = _error(BACKEND_REQUIRED["live_tape_start"], _flags("--live-api", "create_live_record"))
     assert message == "HIGHLIGHT_SECRET_ID is required when HIGHLIGHT_LIVE_API=create_live_record (or pass --secret-id)"
+
+
+@pytest.mark.parametrize("api", LIVE_APIS)
+def test_a_command_that_never_calls_the_live_api_needs_none_of_its_credentials(api: str) -> None:
+    settings = config.load({"HIGHLIGHT_LIVE_API": api}, uses_live=False)
+    assert settings.live.api == api
+    assert (settings.live.appid, settings.live.key, settings.live.secret_id) == (None, None, None)
+    assert settings.kafka == config.load(BACKEND_REQUIRED["live_tape_start"]).kafka, "the rest is as for run"
+
+
+def test_a_command_that_never_calls_the_live_api_still_refuses_an_invalid_live_setting() -> None:
+    # One environment serves every command: a typo shows wherever it is read.
+    assert _error({"HIGHLIGHT_LIVE_APPID": "12a4"}, uses_live=False).startswith("HIGHLIGHT_LIVE_APPID must be")
+
+
+def test_dlq_replay_help_says_the_live_credentials_are_not_needed(tmp_path: Path) -> None:
+    result = _run_cli(tmp_path, "dlq", "replay", "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # as read, not as wrapped
+    assert "required when HIGHLIGHT_LIVE_API" not in text
+    assert text.count("not needed by this command") == sum(bool(s.required_by) for s in config.SETTINGS)
+    missing = [name for name in ENV_DEFAULTS if name not in text]
+    assert missing == [], "every setting, as for run"
 
 
 def test_the_region_is_optional_for_create_live_record() -> None:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from highlight.dead_letters import (
+    DEAD_LETTER_REASONS,
     DLQ_EXCEPTION_HEADER,
     HEADERS_DROPPED_HEADER,
     MAX_MESSAGE_CHARS,
@@ -17,16 +18,22 @@ from highlight.dead_letters import (
     ORIGINAL_KEY_SIZE_HEADER,
     ORIGINAL_SHA256_HEADER,
     ORIGINAL_SIZE_HEADER,
+    REPLAY_HEADERS,
     TRUNCATED_HEADER,
+    DeadLetterReason,
     Header,
     Streak,
     Unprocessable,
     dead_letter_headers,
+    dead_letter_reason,
     fit,
+    is_truncated,
+    original_headers,
+    replayed_headers,
 )
 from highlight.errors import RecordTooLarge
 from highlight.kafka import record_size
-from highlight.moment import InvalidMoment
+from highlight.moment import INVALID_REASONS, InvalidMoment
 
 ERROR = InvalidMoment("invalid_json", "value is not JSON: unexpected character: line 1 column 1 (char 0)")
 
@@ -250,3 +257,75 @@ def test_any_other_outcome_starts_the_count_again(limit: int) -> None:
             assert not streak.failed()
         streak.ok()
     assert streak.count == 0
+
+
+# --- the reasons, one list ----------------------------------------------------------------------------------------
+
+
+def test_the_reasons_dead_letters_carry_are_the_parsers_and_unprocessable() -> None:
+    assert (*INVALID_REASONS, "unprocessable") == DEAD_LETTER_REASONS
+    assert Unprocessable(ValueError("x")).reason in DEAD_LETTER_REASONS
+    assert len(set(DEAD_LETTER_REASONS)) == len(DEAD_LETTER_REASONS)
+
+
+# --- a replayed dead letter's headers ----------------------------------------------------------------------------
+
+_OURS = ("__connect.errors.", "kafka_dlt-", "highlight.dlq.")
+header_names = st.text(min_size=1, max_size=30)
+record_headers = st.lists(st.tuples(header_names, st.none() | st.binary(max_size=20)), max_size=8)
+
+
+def _error(reason: DeadLetterReason) -> InvalidMoment | Unprocessable:
+    return Unprocessable(RuntimeError("boom")) if reason == "unprocessable" else InvalidMoment(reason, "why")
+
+
+@given(record_headers, st.sampled_from(DEAD_LETTER_REASONS))
+def test_a_dead_letters_own_headers_are_exactly_the_records_original_ones(
+    original: list[Header], reason: DeadLetterReason
+) -> None:
+    # Whatever the record carried, even names like ours, as long as one of its own ends the list.
+    if original and original[-1][0].startswith(_OURS):
+        original = [*original, ("own", b"last")]
+    dead = dead_letter_headers(_error(reason), "highlight.moments", 3, 41, original)
+    assert original_headers(dead) == original
+    assert dead_letter_reason(dead) == reason
+    assert not is_truncated(dead)
+
+
+def test_a_truncated_copys_marks_go_with_the_rest_of_the_dead_letter_block() -> None:
+    original: list[Header] = [("trace", b"t-1")]
+    ours = dead_letter_headers(ERROR, "m", 0, 0)
+    copy = fit(b"k", b"v" * 5000, original, ours, budget=2000, size_of=record_size)
+    assert copy.truncated
+    assert is_truncated(copy.headers)
+    assert original_headers(copy.headers) == original
+
+
+def test_a_records_own_header_named_like_ours_survives_when_it_is_not_at_the_end() -> None:
+    original: list[Header] = [("kafka_dlt-original-topic", b"upstream"), ("trace", b"t-1")]
+    dead = dead_letter_headers(InvalidMoment("too_large", "big"), "m", 0, 0, original)
+    assert original_headers(dead) == original
+
+
+def test_replayed_headers_are_the_originals_then_where_the_dead_letter_was() -> None:
+    dead = dead_letter_headers(InvalidMoment("too_large", "big"), "m", 0, 5, [("trace", b"t-1")])
+    assert replayed_headers(dead, "m.dlq", 2, 17) == [
+        ("trace", b"t-1"),
+        ("highlight.replay.topic", b"m.dlq"),
+        ("highlight.replay.partition", b"2"),
+        ("highlight.replay.offset", b"17"),
+    ]
+
+
+def test_a_second_replay_names_only_the_latest_dead_letter() -> None:
+    first = replayed_headers(dead_letter_headers(InvalidMoment("too_large", "x"), "m", 0, 5, [("a", b"1")]), "d", 0, 9)
+    again = dead_letter_headers(Unprocessable(RuntimeError("y")), "m", 1, 30, first)
+    second = replayed_headers(again, "d", 1, 44)
+    assert [name for name, _ in second].count("highlight.replay.offset") == 1
+    assert dict(second)["highlight.replay.offset"] == b"44"
+    assert second[0] == ("a", b"1")
+    assert {name for name, _ in second} == {"a", *REPLAY_HEADERS}
+
+
+def test_a_record_without_our_reason_header_has_no_reason() -> None:
+    assert dead_letter_reason([("trace", b"t"), ("highlight.dlq.reason", None)]) is None

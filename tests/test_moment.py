@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 from highlight import recording, schemas
 from highlight.apis import live_tape_start
 from highlight.dedup import Entry, Phase, encode_entry, encode_key
-from highlight.moment import InvalidMoment, Moment, bucket_of, nesting_exceeds, parse_moment, parse_rfc3339
+from highlight.moment import (
+    INVALID_REASONS,
+    InvalidMoment,
+    Moment,
+    bucket_of,
+    nesting_exceeds,
+    parse_moment,
+    parse_rfc3339,
+)
 from highlight.results import STATUSES, result_document
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -282,8 +290,28 @@ def _parse_or_invalid(value: bytes | None) -> Moment | None:
         return parse_moment(value)
     except InvalidMoment as exc:
         reason = exc.reason
-    assert reason in {"empty_value", "invalid_utf8", "invalid_json", "not_an_object", "schema_violation"}
+    assert reason in set(INVALID_REASONS) - {"too_large"}, "no size limit was given"
     return None
+
+
+# One input per reason: the list `highlight dlq replay --reason` accepts is exactly what parsing gives (and
+# `unprocessable`, tests/test_dead_letters.py).
+REASON_EXAMPLES: dict[str, bytes | None] = {
+    "empty_value": None,
+    "too_large": b'{"event_id": "e", "channel_id": "c", "occurred_at": "2024-05-01T20:15:00+08:00"}',
+    "invalid_utf8": b"\xff\xfe",
+    "invalid_json": b"{not json",
+    "not_an_object": b"[1, 2]",
+    "schema_violation": b'{"event_id": "e"}',
+}
+
+
+def test_every_invalid_moment_reason_is_given_for_some_record_and_no_other_is() -> None:
+    assert set(REASON_EXAMPLES) == set(INVALID_REASONS)
+    for reason, value in REASON_EXAMPLES.items():
+        with pytest.raises(InvalidMoment) as caught:
+            parse_moment(value, max_bytes=32)
+        assert caught.value.reason == reason
 
 
 @given(st.binary(max_size=300))

@@ -261,13 +261,12 @@ async def dns_line(host: str, port: int) -> Line:
 
 
 async def tls_line(live: LiveSettings, host: str, port: int) -> Line:
-    if not live.tls_verify:
-        return Line("live-tls", SKIPPED, "HIGHLIGHT_LIVE_TLS_VERIFY=false: the certificate is not verified")
     try:
         context = tls_for(live)
     except ConfigError as exc:
         return Line("live-tls", FAIL, str(exc))
-    assert isinstance(context, ssl.SSLContext)  # noqa: S101 -- tls_verify is on, so tls_for made a context
+    if not isinstance(context, ssl.SSLContext):
+        return Line("live-tls", SKIPPED, "HIGHLIGHT_LIVE_TLS_VERIFY=false: the certificate is not verified")
     try:
         async with asyncio.timeout(LIVE_TIMEOUT_SECONDS):
             _, writer = await asyncio.open_connection(host, port, ssl=context, server_hostname=host)

@@ -305,6 +305,7 @@ async def test_tls_is_verified_with_the_configured_ca_bundle_and_fails_without_i
 
     untrusted = await _check(bootstrap, names, https_sim.url)
     trusted = await _check(bootstrap, names, https_sim.url, live_ca_file=str(bundle))
+    unverified = await _check(bootstrap, names, https_sim.url, live_tls_verify="false")
 
     assert _failed(untrusted) == ["live-tls"]
     assert "certificate not verified by the system CAs" in untrusted.line("live-tls").detail
@@ -312,6 +313,9 @@ async def test_tls_is_verified_with_the_configured_ca_bundle_and_fails_without_i
     assert trusted.ok, trusted.render()
     assert trusted.line("live-tls").detail.startswith("127.0.0.1:")
     assert trusted.line("live-credentials").status == OK
+    assert unverified.line("live-tls").status == SKIPPED, "verification off is for testing, and said so"
+    assert "HIGHLIGHT_LIVE_TLS_VERIFY=false" in unverified.line("live-tls").detail
+    assert unverified.line("live-credentials").status == OK
     assert https_sim.tasks == []
 
 

@@ -4,17 +4,18 @@ A development tool around the recorder, not part of it: tests, the demo and the 
 - `server`: the aiohttp application, its state (calls, tasks, quotas) and `serve`;
 - `http`: reading a call of each API off the wire;
 - `rules`: the shared checks (channels, quotas, faults) and Live_Tape_Start's own; `v2`, `cloud`: CreateRecord's
-  and CreateLiveRecord's checks and answers;
+  and CreateLiveRecord's checks and answers; `readonly`: each API's read-only list call (`highlight check`);
 - `control`: the `/_sim/` routes that drive it from another process; `config`: its settings.
 """
 
 from highlight.simulator.config import SimulatorConfig, add_arguments, config_from_args
-from highlight.simulator.server import APIS, LiveSimulator, SimCall, SimTask, serve
+from highlight.simulator.server import APIS, LiveSimulator, SimCall, SimRead, SimTask, serve
 
 __all__ = [
     "APIS",
     "LiveSimulator",
     "SimCall",
+    "SimRead",
     "SimTask",
     "SimulatorConfig",
     "add_arguments",

@@ -1,6 +1,7 @@
 """How the simulator reads a call of each API off the wire, and what its checks make of it.
 
 Reading only: `highlight.simulator.server` decides on channels, quotas and faults, keeps the state and answers.
+A read-only call (`ReadOnly`, see `highlight.simulator.readonly`) changes nothing: its checks are its answer.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from highlight.simulator import cloud, rules, v2
+from highlight.simulator import cloud, readonly, rules, v2
 from highlight.simulator.config import SimulatorConfig
 from highlight.simulator.rules import Accepted, Answer, Dialect
 
@@ -94,6 +95,43 @@ async def read_create_live_record(request: web.Request, config: SimulatorConfig,
         query.get("EndTime"),
         dialect.request_id,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOnly:
+    """One read-only call as read, with its answer: it changes nothing, so its checks decide everything."""
+
+    dialect: Dialect
+    action: str
+    answer: Answer
+    received_at: float
+
+
+async def read_legacy_list(request: web.Request, config: SimulatorConfig, now: Callable[[], float]) -> ReadOnly:
+    _, query = await read_form(request)
+    at = now()
+    return ReadOnly(LEGACY, readonly.LEGACY_INTERFACE, readonly.legacy_list(query, config, at), at)
+
+
+def read_v2_list(
+    request: web.Request,
+    config: SimulatorConfig,
+    now: Callable[[], float],
+    nonce_is_fresh: Callable[[str, float], bool],
+) -> ReadOnly:
+    pairs = parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True, errors="replace")
+    host, path, at = request.headers.get("Host", ""), request.rel_url.raw_path, now()
+    answer = readonly.v2_list(pairs, host, path, config, at, lambda nonce: nonce_is_fresh(nonce, at))
+    return ReadOnly(V2, readonly.V2_ACTION, answer, at)
+
+
+async def read_cloud_list(request: web.Request, config: SimulatorConfig, now: Callable[[], float]) -> ReadOnly:
+    body = await request.read()
+    at = now()
+    dialect = cloud.CloudDialect(str(uuid.uuid4()))
+    path = request.rel_url.raw_path
+    answer = readonly.cloud_list(request.method, path, request.headers, body, config, at, dialect)
+    return ReadOnly(dialect, readonly.CLOUD_ACTION, answer, at)
 
 
 def first_values(pairs: list[tuple[str, str]]) -> dict[str, str]:

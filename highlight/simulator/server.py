@@ -17,13 +17,11 @@ import random
 import re
 import ssl
 import time
-import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
 from typing import Literal
-from urllib.parse import parse_qsl
 
 import structlog
 from aiohttp import web
@@ -215,50 +213,32 @@ class LiveSimulator:
     async def _live_tape_start(self, request: web.Request) -> web.StreamResponse:
         monotonic = time.monotonic()
         if (await http.read_form(request))[1].get("interface") == readonly.LEGACY_INTERFACE:
-            return await self._legacy_list(request)
+            return self._read(await http.read_legacy_list(request, self.config, self._clock))
         incoming = await http.read_live_tape_start(request, self.config, self._clock)
         return await self._serve(request, incoming, monotonic)
 
     async def _create_record(self, request: web.Request) -> web.StreamResponse:
         monotonic = time.monotonic()
         if request.query.get("Action") == readonly.V2_ACTION:
-            return self._v2_list(request)
+            return self._read(http.read_v2_list(request, self.config, self._clock, self._fresh_nonce))
         incoming = http.read_create_record(request, self.config, self._clock, self._fresh_nonce)
         return await self._serve(request, incoming, monotonic)
 
     async def _create_live_record(self, request: web.Request) -> web.StreamResponse:
         monotonic = time.monotonic()
         if request.headers.get("X-TC-Action") == readonly.CLOUD_ACTION:
-            return await self._cloud_list(request)
+            return self._read(await http.read_cloud_list(request, self.config, self._clock))
         incoming = await http.read_create_live_record(request, self.config, self._clock)
         return await self._serve(request, incoming, monotonic)
 
-    # --- the read-only calls (they share each API's path and gateway checks, never its tasks or faults) ------------
-
-    async def _legacy_list(self, request: web.Request) -> web.Response:
-        now = self._clock()
-        answer = readonly.legacy_list((await http.read_form(request))[1], self.config, now)
-        return self._read(now, http.LEGACY, readonly.LEGACY_INTERFACE, answer)
-
-    def _v2_list(self, request: web.Request) -> web.Response:
-        now = self._clock()
-        pairs = parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True, errors="replace")
-        host, path = request.headers.get("Host", ""), request.rel_url.raw_path
-        answer = readonly.v2_list(pairs, host, path, self.config, now, lambda nonce: self._fresh_nonce(nonce, now))
-        return self._read(now, http.V2, readonly.V2_ACTION, answer)
-
-    async def _cloud_list(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        now = self._clock()
-        dialect = cloud.CloudDialect(str(uuid.uuid4()))
-        path = request.rel_url.raw_path
-        answer = readonly.cloud_list(request.method, path, request.headers, body, self.config, now, dialect)
-        return self._read(now, dialect, readonly.CLOUD_ACTION, answer)
-
-    def _read(self, now: float, dialect: rules.Dialect, action: str, answer: Answer) -> web.Response:
-        self.reads.append(SimRead(now, dialect.api, action, answer.outcome, answer.message))
-        log.debug("sim.read", api=dialect.api, action=action, outcome=answer.outcome)
-        return web.Response(status=answer.status, body=answer.body, content_type=dialect.content_type, charset="utf-8")
+    def _read(self, call: http.ReadOnly) -> web.Response:
+        """A read-only call: recorded apart from the recording calls, answered at once (no fault, no latency)."""
+        answer, api = call.answer, call.dialect.api
+        self.reads.append(SimRead(call.received_at, api, call.action, answer.outcome, answer.message))
+        log.debug("sim.read", api=api, action=call.action, outcome=answer.outcome)
+        return web.Response(
+            status=answer.status, body=answer.body, content_type=call.dialect.content_type, charset="utf-8"
+        )
 
     async def _serve(self, request: web.Request, incoming: http.Incoming, monotonic: float) -> web.StreamResponse:
         dialect, now = incoming.dialect, incoming.received_at

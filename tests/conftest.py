@@ -1,12 +1,21 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from highlight.broker import EmbeddedBroker, free_port
 from highlight.simulator import LiveSimulator, SimulatorConfig
 from tests.harness import APIS, APPID, KEY, SECRET_ID, SECRET_KEY, Names
+
+# The properties are about values, not speed: on a busy 2-core machine a slow example is not a failure.
+settings.register_profile("local", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# CI replays the same examples every run, so a landing never turns on a newly drawn example; exploring new ones is
+# what local runs are for (a failure found there prints the example to pin with @example).
+settings.register_profile("ci", parent=settings.get_profile("local"), derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") else "local")
 
 
 @pytest.fixture(scope="session")

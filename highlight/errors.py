@@ -52,6 +52,27 @@ class LiveRefused(LiveError):
         self.retriable = retriable
 
 
+class LiveLimitReached(LiveRefused):
+    """The API refused because the account's running-recording or daily limit is reached: nothing is recording.
+
+    `reason` is `running_limit` or `daily_limit`; the moment is answered `skipped` with it, not `failed`, and
+    the instance treats its share of that limit as full. `retriable` only where the code may also mean a
+    frequency limit (v2's 4400): such a refusal is retried like one before it counts as a limit.
+    """
+
+    def __init__(
+        self,
+        code: int | str,
+        message: str,
+        *,
+        reason: str,
+        retriable: bool = False,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(code, message, retriable=retriable, request_id=request_id)
+        self.reason = reason
+
+
 class LiveUnreachable(LiveError):
     """The request certainly did not start a recording (not sent, or the gateway failed): safe to retry."""
 

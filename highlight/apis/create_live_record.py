@@ -11,14 +11,14 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from highlight.apis import HttpRequest, Started, is_json_int, parse_task_id, snippet
+from highlight.apis import HttpRequest, Started, is_json_int, parse_task_id, policy, snippet
+from highlight.apis.policy import Situation
 from highlight.config import Secret
-from highlight.errors import LiveAccessRefused, LiveError, LiveInDoubt, LiveRefused, LiveUnreachable
+from highlight.errors import LiveAccessRefused, LiveError, LiveInDoubt, LiveLimitReached, LiveRefused, LiveUnreachable
 from highlight.recording import RecordingOptions, RecordingWindow
 
 API_NAME = "create_live_record"
@@ -32,64 +32,77 @@ ALGORITHM = "TC3-HMAC-SHA256"
 CONTENT_TYPE = "application/json; charset=utf-8"
 SIGNED_HEADERS = "content-type;host"
 
-Kind = Literal["retry", "refuse", "access", "in_doubt", "unreachable"]
-
-# Error codes, first match wins: "X.*" matches X and X.<anything>, "X*" anything starting with X, else exact.
-# Each with what it means for a moment.
-ERROR_TABLE: tuple[tuple[str, Kind], ...] = (
+# Error codes, each with the situation it names; first match wins: "X.*" matches X and X.<anything>, "X*"
+# anything starting with X, else exact. What a situation means for a moment is `highlight.apis.policy`'s one rule
+# for all three APIs.
+ERROR_TABLE: tuple[tuple[str, Situation], ...] = (
     # Our SecretId/SecretKey, signature or clock (SignatureExpire is a skewed clock): every moment would fail
     # alike, so the service pauses and probes instead of burning moments.
-    ("AuthFailure.*", "access"),
-    ("UnauthorizedOperation.*", "access"),  # CAM: the key may not call this action
-    ("IpInBlacklist", "access"),
-    ("IpNotInWhitelist", "access"),
+    ("AuthFailure.*", Situation.ACCESS),
+    ("UnauthorizedOperation.*", Situation.ACCESS),  # CAM: the key may not call this action
+    ("IpInBlacklist", Situation.ACCESS),
+    ("IpNotInWhitelist", Situation.ACCESS),
     # The endpoint, action, version or region we are configured with is wrong.
-    ("InvalidAction", "access"),
-    ("ActionOffline", "access"),
-    ("NoSuchProduct", "access"),
-    ("NoSuchVersion", "access"),
-    ("UnsupportedRegion", "access"),
-    ("UnsupportedProtocol", "access"),
+    ("InvalidAction", Situation.ACCESS),
+    ("ActionOffline", Situation.ACCESS),
+    ("NoSuchProduct", Situation.ACCESS),
+    ("NoSuchVersion", Situation.ACCESS),
+    ("UnsupportedRegion", Situation.ACCESS),
+    ("UnsupportedProtocol", Situation.ACCESS),
     # The account cannot record at all (suspended for arrears, not a Live user, VOD not activated, no funds):
     # like a bad key, no moment can succeed until someone fixes the account.
-    ("ResourceNotFound.StopService", "access"),
-    ("ResourceNotFound.UserNotExist", "access"),
-    ("ResourceNotFound.InvalidUser", "access"),
-    ("ResourceUnavailable.InvalidVodStatus", "access"),
-    ("FailedOperation.JiFeiNoEnoughFund", "access"),
-    # Frequency limits (per account, per IP, per region): the same request may pass a little later.
-    ("RequestLimitExceeded.*", "retry"),
+    ("ResourceNotFound.StopService", Situation.ACCESS),
+    ("ResourceNotFound.UserNotExist", Situation.ACCESS),
+    ("ResourceNotFound.InvalidUser", Situation.ACCESS),
+    ("ResourceUnavailable.InvalidVodStatus", Situation.ACCESS),
+    ("FailedOperation.JiFeiNoEnoughFund", Situation.ACCESS),
+    # Frequency limits (per account, per IP, per region).
+    ("RequestLimitExceeded.*", Situation.FREQUENCY_LIMIT),
     # Refused at the door before reaching the backend: nothing was created.
-    ("ServiceUnavailable.*", "unreachable"),
-    # The backend failed after accepting the request: the task may exist, so it is never re-sent.
-    ("InternalError.*", "in_doubt"),
-    # About this request: bad parameters, a stream that is not live, a channel that does not exist, the
-    # running-task or daily limit, an unsupported combination. Plain refusals, not retried.
-    ("InvalidParameter*", "refuse"),
-    ("MissingParameter", "refuse"),
-    ("UnknownParameter", "refuse"),
-    ("ResourceNotFound*", "refuse"),
-    ("ResourceUnavailable*", "refuse"),
-    ("LimitExceeded*", "refuse"),
-    ("FailedOperation*", "refuse"),
-    ("UnsupportedOperation*", "refuse"),
+    ("ServiceUnavailable.*", Situation.UNAVAILABLE),
+    # The account's limits: 400 running tasks, 4,000 created a day. Another LimitExceeded code is read as the
+    # running limit, the one that clears by itself.
+    ("LimitExceeded.MaximumRunningTask", Situation.RUNNING_LIMIT),
+    ("LimitExceeded.MaximumTask", Situation.DAILY_LIMIT),
+    ("LimitExceeded.*", Situation.RUNNING_LIMIT),
+    # A stream that is not pushing, however the error is filed: the backend looked and created nothing.
+    ("ResourceUnavailable.StreamNotExist", Situation.NOT_LIVE),
+    ("InternalError.HasNotLivingStream", Situation.NOT_LIVE),
+    ("FailedOperation.HasNotLivingStream", Situation.NOT_LIVE),
+    # The backend failed after accepting the request: the task may exist.
+    ("InternalError.*", Situation.INTERNAL_ERROR),
+    ("InvalidParameter*", Situation.BAD_PARAMETER),
+    ("MissingParameter", Situation.BAD_PARAMETER),
+    ("UnknownParameter", Situation.BAD_PARAMETER),
+    ("ResourceNotFound.ChannelNotExist", Situation.NO_CHANNEL),
+    # About this request: a resource that does not exist or cannot be used, an unsupported combination.
+    ("ResourceNotFound*", Situation.REFUSED),
+    ("ResourceUnavailable*", Situation.REFUSED),
+    ("FailedOperation*", Situation.REFUSED),
+    ("UnsupportedOperation*", Situation.REFUSED),
 )
 # Anything else: a refusal of this request, not retried.
-DEFAULT_KIND: Kind = "refuse"
+DEFAULT_SITUATION = Situation.REFUSED
 
 
-def kind_of(code: str) -> Kind:
-    for pattern, kind in ERROR_TABLE:
+def situation_of(code: str) -> Situation:
+    for pattern, situation in ERROR_TABLE:
         if pattern.endswith(".*"):
             stem = pattern[:-2]
             if code == stem or code.startswith(stem + "."):
-                return kind
+                return situation
         elif pattern.endswith("*"):
             if code.startswith(pattern[:-1]):
-                return kind
+                return situation
         elif code == pattern:
-            return kind
-    return DEFAULT_KIND
+            return situation
+    return DEFAULT_SITUATION
+
+
+def is_refusal(code: str) -> bool:
+    """Whether a Code refuses the request itself, not retried (a refusal or a limit): nothing was created."""
+    rule = policy.POLICY[situation_of(code)]
+    return rule.error in (LiveRefused, LiveLimitReached) and not rule.retriable
 
 
 # --- TC3-HMAC-SHA256 --------------------------------------------------------------------------------------------
@@ -274,7 +287,6 @@ def parse_probe_reply(status: int, body: bytes) -> str:
     error = response.get("Error") if response is not None else None
     if isinstance(error, dict) and isinstance(error.get("Code"), str) and error["Code"]:
         code, message = error["Code"], str(error.get("Message") or "")
-        kind = kind_of(code)
         if code == "UnauthorizedOperation" or code.startswith("UnauthorizedOperation."):
             # CAM checks the action after the signature: the key is genuine, it may only not list streams.
             return (
@@ -282,7 +294,7 @@ def parse_probe_reply(status: int, body: bytes) -> str:
                 "not let this key list streams, so whether it may call CreateLiveRecord cannot be told without "
                 "creating a recording"
             )
-        if kind == "refuse":
+        if is_refusal(code):
             # Refused by the action behind the gateway: the gateway has accepted our signature.
             return f"{PROBE_ACTION} answered {code} ({message}, request {request_id}), after accepting the signature"
         raise error_for(code, message, request_id, PROBE_ACTION)
@@ -298,27 +310,13 @@ def parse_probe_reply(status: int, body: bytes) -> str:
 
 
 def error_for(code: str, message: str, request_id: str | None, action: str = ACTION) -> LiveError:
-    """The `LiveError` an API error Code stands for (see ERROR_TABLE)."""
-    kind = kind_of(code)
+    """The `LiveError` an API error Code stands for (see ERROR_TABLE and `highlight.apis.policy`)."""
+    situation = situation_of(code)
     text = message.strip() or code
-    match kind:
-        case "retry" | "refuse":
-            return LiveRefused(code, text, retriable=kind == "retry", request_id=request_id)
-        case "access":
-            return LiveAccessRefused(
-                f"{action} refused our credentials or endpoint: {code}: {text}",
-                code=code,
-                request_id=request_id,
-            )
-        case "in_doubt":
-            may_exist = ", the task may exist" if action == ACTION else ""
-            return LiveInDoubt(
-                f"{action} failed internally{may_exist}: {code}: {text}",
-                code=code,
-                request_id=request_id,
-            )
-        case "unreachable":
-            return LiveUnreachable(f"{action} unavailable: {code}: {text}", code=code, request_id=request_id)
+    if policy.POLICY[situation].error not in (LiveRefused, LiveLimitReached):
+        # Not a refusal of this request: the message names the code (refusals carry it in `code` alone).
+        text = f"{code}: {text}"
+    return policy.error_for(situation, code, text, api=action, request_id=request_id, creates=action == ACTION)
 
 
 def _response(body: bytes) -> Mapping[str, object] | None:

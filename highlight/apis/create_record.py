@@ -13,12 +13,12 @@ import hmac
 import secrets
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import orjson
 
-from highlight.apis import HttpRequest, Started, is_json_int, parse_task_id, snippet
+from highlight.apis import HttpRequest, Started, is_json_int, parse_task_id, policy, snippet
+from highlight.apis.policy import Situation
 from highlight.config import Secret
 from highlight.errors import LiveAccessRefused, LiveError, LiveInDoubt, LiveRefused, LiveUnreachable
 from highlight.recording import RecordingOptions, RecordingWindow
@@ -33,34 +33,29 @@ SIGNATURE_METHODS = ("HmacSHA1", "HmacSHA256")
 # `tapeType=1` is real-time recording: it starts when the call succeeds and the start time is ignored.
 TAPE_TYPE_REAL_TIME = "1"
 
-Kind = Literal["retry", "refuse", "access", "in_doubt", "unreachable"]
-
-# v2's common error codes (the same table for every v2 API), each with what it means for a moment.
-ERROR_TABLE: Mapping[int, Kind] = {
-    4000: "refuse",  # bad parameter: this moment's request is wrong and will stay wrong
+# v2's common error codes (the same table for every v2 API), each with the situation it names; what a situation
+# means for a moment is `highlight.apis.policy`'s one rule for all three APIs.
+_CAM = (4100, 4101, 4102, 4103, 4104, 4105, 4106, 4110)
+ERROR_TABLE: Mapping[int, Situation] = {
+    4000: Situation.BAD_PARAMETER,
     # Credentials and CAM (4100 signature/auth, 4101-4110 sub-account and key checks): ours, not the moment's.
-    # The service pauses and probes instead of burning moments on a key that cannot work.
-    4100: "access",
-    4101: "access",
-    4102: "access",
-    4103: "access",
-    4104: "access",
-    4105: "access",
-    4106: "access",
-    4110: "access",
-    4200: "access",  # request expired: our clock (Timestamp) is off; every moment would fail alike
-    4300: "access",  # access denied: the account is blocked or outside the API's users
-    4400: "retry",  # quota or request frequency exceeded: may pass a little later (the documents: >= 3 s)
-    4500: "retry",  # replay (a Nonce seen before): the next attempt signs with a fresh Nonce
-    4600: "access",  # protocol not supported (HTTP where HTTPS is required): our URL is wrong
-    # The backend failed after accepting the request: the task may exist, so it is never re-sent.
-    6000: "in_doubt",
-    6100: "access",  # the module does not support this version: our endpoint is wrong
-    6200: "unreachable",  # the API is temporarily unavailable: refused at the door, nothing created
+    **dict.fromkeys(_CAM, Situation.ACCESS),
+    4200: Situation.ACCESS,  # request expired: our clock (Timestamp) is off; every moment would fail alike
+    4300: Situation.ACCESS,  # access denied: the account is blocked or outside the API's users
+    # "quota or request frequency exceeded": one code for the account's limits and the frequency limit.
+    4400: Situation.LIMIT_OR_FREQUENCY,
+    4500: Situation.REPLAY,  # a Nonce seen before: the next attempt signs with a fresh Nonce
+    4600: Situation.ACCESS,  # protocol not supported (HTTP where HTTPS is required): our URL is wrong
+    5000: Situation.NO_CHANNEL,  # resource does not exist
+    # Resource operation failed: CreateRecord names no code of its own for a stream that is not pushing, and
+    # this is the one it answers; a refusal of this request either way.
+    5100: Situation.REFUSED,
+    6000: Situation.INTERNAL_ERROR,  # the backend failed after accepting the request: the task may exist
+    6100: Situation.ACCESS,  # the module does not support this version: our endpoint is wrong
+    6200: Situation.UNAVAILABLE,  # temporarily unavailable: refused at the door, nothing created
 }
-# Everything else (5000 resource does not exist, 5100 operation failed, ...) is about this request:
-# a plain refusal, not retried.
-DEFAULT_KIND: Kind = "refuse"
+# Everything else is about this request: a plain refusal, not retried.
+DEFAULT_SITUATION = Situation.REFUSED
 
 
 def default_nonce() -> int:
@@ -227,17 +222,6 @@ def _reply(status: int, body: bytes, action: str) -> dict[str, object]:
 
 
 def error_for(code: int, message: str, action: str = ACTION) -> LiveError:
-    """The `LiveError` an API error code stands for (see ERROR_TABLE)."""
-    kind = ERROR_TABLE.get(code, DEFAULT_KIND)
-    text = message.strip() or f"code {code}"
-    name = str(code)
-    match kind:
-        case "retry" | "refuse":
-            return LiveRefused(name, text, retriable=kind == "retry")
-        case "access":
-            return LiveAccessRefused(f"{action} refused our credentials or endpoint: {text}", code=name)
-        case "in_doubt":
-            may_exist = ", the task may exist" if action == ACTION else ""
-            return LiveInDoubt(f"{action} failed internally{may_exist}: {text}", code=name)
-        case "unreachable":
-            return LiveUnreachable(f"{action} unavailable: {text}", code=name)
+    """The `LiveError` an API error code stands for (see ERROR_TABLE and `highlight.apis.policy`)."""
+    situation = ERROR_TABLE.get(code, DEFAULT_SITUATION)
+    return policy.error_for(situation, code, message.strip() or f"code {code}", api=action, creates=action == ACTION)

@@ -6,12 +6,14 @@ No I/O here, so every rule of the documents can be tested without a network.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import datetime
 from urllib.parse import quote_plus, urlencode, urlsplit, urlunsplit
 
 import orjson
 
 from highlight.apis import HttpRequest, Started, is_json_int, parse_task_id, snippet
+from highlight.apis.policy import Situation, error_for
 from highlight.config import Secret
 from highlight.errors import LiveAccessRefused, LiveInDoubt, LiveRefused, LiveUnreachable
 from highlight.recording import RecordingOptions, RecordingWindow
@@ -24,8 +26,25 @@ PROBE_INTERFACE = "Live_Channel_GetLiveChannelList"
 # `t` is the signature's expiry: short enough that a leaked URL is useless soon, long enough for clock skew.
 SIGNATURE_TTL_SECONDS = 60
 
-RET_FREQUENCY_LIMIT = 1202
-# The fcgi gateway answers these for our own appid/key/clock problems, not for the moment.
+# The backend's `ret` codes, each with the situation it names; what a situation means for a moment is
+# `highlight.apis.policy`'s one rule for all three APIs.
+ERROR_TABLE: Mapping[int, Situation] = {
+    # "internal error": the backend failed after taking the request, so the task may exist. Before the policy
+    # was shared this was a plain refusal, which let a later moment of the key call again: possibly twice.
+    1201: Situation.INTERNAL_ERROR,
+    1202: Situation.FREQUENCY_LIMIT,  # "request frequency exceeds limit": passes a little later (>= 3 s)
+    1204: Situation.BAD_PARAMETER,
+    # The documents give the limits (400 running, 4,000 a day) but no codes for them; 1206 and 1207 are the
+    # simulator's. A real endpoint answering otherwise is read as a plain refusal (`failed`), and highlight's
+    # own budget keeps it from getting there.
+    1206: Situation.RUNNING_LIMIT,
+    1207: Situation.DAILY_LIMIT,
+    1301: Situation.NOT_LIVE,  # "has not live stream"
+    20601: Situation.NO_CHANNEL,  # "channel does not exist"
+}
+# Any other non-zero ret refuses this request: nothing is recording, not retried.
+DEFAULT_SITUATION = Situation.REFUSED
+# The fcgi gateway answers these for our own appid/key/clock problems, not for the moment (whatever the ret).
 ACCESS_REFUSALS = ("appid is invalid", "sign invalid", "time expired")
 
 
@@ -99,7 +118,7 @@ def parse_reply(status: int, body: bytes) -> int:
 
     The real endpoint answers JSON labelled text/html, so the Content-Type is never consulted.
     """
-    reply = _reply(status, body)
+    reply = _reply(status, body, INTERFACE)
     output = reply.get("output")
     task_id = output.get("task_id") if isinstance(output, dict) else None
     parsed = parse_task_id(task_id)
@@ -112,7 +131,7 @@ def parse_reply(status: int, body: bytes) -> int:
 def parse_probe_reply(status: int, body: bytes) -> str:
     """What Live_Channel_GetLiveChannelList said, once the gateway accepted our appid, key and clock."""
     try:
-        reply = _reply(status, body)
+        reply = _reply(status, body, PROBE_INTERFACE)
     except LiveRefused as refused:
         if refused.retriable:
             raise
@@ -124,7 +143,7 @@ def parse_probe_reply(status: int, body: bytes) -> str:
     return f"{PROBE_INTERFACE} answered ret 0 ({shown})"
 
 
-def _reply(status: int, body: bytes) -> dict[str, object]:
+def _reply(status: int, body: bytes, interface: str) -> dict[str, object]:
     """A reply with `ret` 0, or the classified reason it is not one: shared by every interface of the gateway."""
     if status >= 500 or status == 429:
         # The gateway failed or shed load before the backend created anything.
@@ -146,8 +165,8 @@ def _reply(status: int, body: bytes) -> dict[str, object]:
     message = str(reply.get("message") or reply.get("errmsg") or "")
     if ret != 0:
         _raise_if_access_refused(message)
-        # 1202 is the documented frequency limit: the same request may succeed a little later.
-        raise LiveRefused(ret, message or f"ret {ret}", retriable=ret == RET_FREQUENCY_LIMIT)
+        situation = ERROR_TABLE.get(ret, DEFAULT_SITUATION)
+        raise error_for(situation, ret, message.strip() or f"ret {ret}", api=interface, creates=interface == INTERFACE)
     return reply
 
 

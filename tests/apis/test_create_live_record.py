@@ -23,9 +23,17 @@ from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 
 from highlight.apis import HttpRequest, Started, create_live_record
-from highlight.apis.create_live_record import CreateLiveRecord, authorization, kind_of
+from highlight.apis.create_live_record import CreateLiveRecord, authorization, situation_of
+from highlight.apis.policy import Situation
 from highlight.config import Secret
-from highlight.errors import LiveAccessRefused, LiveError, LiveInDoubt, LiveRefused, LiveUnreachable
+from highlight.errors import (
+    LiveAccessRefused,
+    LiveError,
+    LiveInDoubt,
+    LiveLimitReached,
+    LiveRefused,
+    LiveUnreachable,
+)
 from highlight.recording import RecordingOptions, RecordingWindow
 
 URL = "https://live.tencentcloudapi.com/"
@@ -228,10 +236,11 @@ def test_a_task_id_is_started_with_the_request_id(task_id: str) -> None:
         ("ServiceUnavailable", LiveUnreachable, True),
         ("InternalError", LiveInDoubt, False),
         ("InternalError.SystemError", LiveInDoubt, False),
-        ("InternalError.HasNotLivingStream", LiveInDoubt, False),
+        ("InternalError.HasNotLivingStream", LiveRefused, False),
         ("ResourceUnavailable.StreamNotExist", LiveRefused, False),
-        ("LimitExceeded.MaximumRunningTask", LiveRefused, False),
-        ("LimitExceeded.MaximumTask", LiveRefused, False),
+        ("LimitExceeded.MaximumRunningTask", LiveLimitReached, False),
+        ("LimitExceeded.MaximumTask", LiveLimitReached, False),
+        ("LimitExceeded.SomethingElse", LiveLimitReached, False),
         ("InvalidParameter", LiveRefused, False),
         ("InvalidParameter.InvalidTaskTime", LiveRefused, False),
         ("InvalidParameterValue", LiveRefused, False),
@@ -258,9 +267,9 @@ def test_each_error_code_is_classified_and_carries_code_and_request_id(
 
 
 def test_prefix_patterns_match_whole_words_only() -> None:
-    assert kind_of("AuthFailureX") == "refuse"
-    assert kind_of("InternalErrorX") == "refuse"
-    assert kind_of("InternalError.X") == "in_doubt"
+    assert situation_of("AuthFailureX") is Situation.REFUSED
+    assert situation_of("InternalErrorX") is Situation.REFUSED
+    assert situation_of("InternalError.X") is Situation.INTERNAL_ERROR
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from highlight.apis import Started, create_record
 from highlight.apis.create_record import CreateRecord, default_nonce, encode_query, sign_string, signature, signed_host
 from highlight.config import Secret
-from highlight.errors import LiveAccessRefused, LiveInDoubt, LiveRefused, LiveUnreachable
+from highlight.errors import LiveAccessRefused, LiveInDoubt, LiveLimitReached, LiveRefused, LiveUnreachable
 from highlight.recording import RecordingOptions, RecordingWindow, window_at
 
 URL = "https://live.api.qcloud.com/v2/index.php"
@@ -267,7 +267,7 @@ def test_success_without_a_valid_task_id_or_an_unreadable_body_is_in_doubt(body:
         (4104, LiveAccessRefused, False),
         (4200, LiveAccessRefused, False),
         (4300, LiveAccessRefused, False),
-        (4400, LiveRefused, True),
+        (4400, LiveLimitReached, True),
         (4500, LiveRefused, True),
         (4600, LiveAccessRefused, False),
         (5000, LiveRefused, False),
@@ -292,7 +292,7 @@ def test_each_api_code_is_classified_with_the_code_as_a_string(
 
 
 def test_a_quoted_code_is_read_as_its_number() -> None:
-    with pytest.raises(LiveRefused) as raised:
+    with pytest.raises(LiveLimitReached) as raised:
         parse(200, b'{"code":"4400","message":"slow down"}')
     assert raised.value.retriable
     assert raised.value.code == "4400"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from highlight import recording
 from highlight.apis import live_tape_start
 from highlight.config import Secret
-from highlight.errors import LiveAccessRefused, LiveError, LiveInDoubt, LiveRefused, LiveUnreachable
+from highlight.errors import LiveAccessRefused, LiveError, LiveInDoubt, LiveLimitReached, LiveRefused, LiveUnreachable
 from highlight.recording import RecordingOptions, RecordingWindow
 
 APPID = "1234"
@@ -172,16 +172,30 @@ def test_parse_reply_ret_1202_is_refused_and_retriable() -> None:
         live_tape_start.parse_reply(200, _reply({"ret": 1202, "message": "request frequency exceeds limit"}))
     assert caught.value.retriable is True
     assert caught.value.code == "1202"
-    assert caught.value.code == "1202"
 
 
-@pytest.mark.parametrize("ret", [1301, 1204, 20601, 1201, -1])
+@pytest.mark.parametrize("ret", [1301, 1204, 20601, 1, -1])
 def test_parse_reply_other_rets_are_refused_not_retriable_with_code_str_ret(ret: int) -> None:
     with pytest.raises(LiveRefused) as caught:
         live_tape_start.parse_reply(200, _reply({"ret": ret, "message": "has not live stream"}))
+    assert type(caught.value) is LiveRefused
     assert caught.value.retriable is False
     assert caught.value.code == str(ret)
     assert "has not live stream" in caught.value.message
+
+
+def test_parse_reply_internal_error_1201_is_in_doubt_never_a_plain_refusal() -> None:
+    with pytest.raises(LiveInDoubt) as caught:
+        live_tape_start.parse_reply(200, _reply({"ret": 1201, "message": "internal error"}))
+    assert caught.value.code == "1201"
+    assert "internal error" in caught.value.message
+
+
+@pytest.mark.parametrize(("ret", "reason"), [(1206, "running_limit"), (1207, "daily_limit")])
+def test_parse_reply_the_simulators_limit_rets_are_limits_with_their_reason(ret: int, reason: str) -> None:
+    with pytest.raises(LiveLimitReached) as caught:
+        live_tape_start.parse_reply(200, _reply({"ret": ret, "message": "exceeds the limit"}))
+    assert (caught.value.code, caught.value.reason, caught.value.retriable) == (str(ret), reason, False)
 
 
 def test_parse_reply_refusal_without_a_message_still_names_the_ret() -> None:
@@ -304,9 +318,15 @@ def test_a_probe_refused_by_the_gateway_is_access_refused(message: str) -> None:
 
 
 def test_a_probe_refused_by_the_backend_behind_the_gateway_proves_the_credentials() -> None:
-    said = _probe_backend().parse_probe(200, orjson.dumps({"ret": 1201, "message": "internal error"}))
-    assert "ret 1201" in said
+    said = _probe_backend().parse_probe(200, orjson.dumps({"ret": 1204, "message": "bad parameter"}))
+    assert "ret 1204" in said
     assert "after accepting the signature" in said
+
+
+def test_a_probe_answered_with_an_internal_error_proves_nothing_as_in_the_other_apis() -> None:
+    with pytest.raises(LiveInDoubt) as caught:
+        _probe_backend().parse_probe(200, orjson.dumps({"ret": 1201, "message": "internal error"}))
+    assert "task may exist" not in caught.value.message, "a probe creates nothing"
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,14 @@ from highlight.apis import Backend, HttpRequest, Started, live_tape_start
 from highlight.apis.create_live_record import CreateLiveRecord, authorization
 from highlight.apis.create_record import CreateRecord, encode_query, sign_string, signature
 from highlight.config import Secret
-from highlight.errors import LiveAccessRefused, LiveError, LiveInDoubt, LiveRefused, LiveUnreachable
+from highlight.errors import (
+    LiveAccessRefused,
+    LiveError,
+    LiveInDoubt,
+    LiveLimitReached,
+    LiveRefused,
+    LiveUnreachable,
+)
 from highlight.recording import RecordingOptions, RecordingWindow
 from highlight.simulator import LiveSimulator, SimulatorConfig
 
@@ -573,11 +580,11 @@ async def test_cloud_answers_a_fresh_request_id_every_time(sim: LiveSimulator, h
 EXPECTED_FAULTS: dict[str, dict[str, tuple[type[LiveError], str]]] = {
     "busy": {
         "live_tape_start": (LiveRefused, "ret:1202"),
-        "create_record": (LiveRefused, "code:4400"),
+        "create_record": (LiveLimitReached, "code:4400"),  # v2: one code for limits and frequency
         "create_live_record": (LiveRefused, "error:RequestLimitExceeded"),
     },
     "internal": {
-        "live_tape_start": (LiveRefused, "ret:1201"),
+        "live_tape_start": (LiveInDoubt, "ret:1201"),
         "create_record": (LiveInDoubt, "code:6000"),
         "create_live_record": (LiveInDoubt, "error:InternalError"),
     },
@@ -597,7 +604,7 @@ EXPECTED_FAULTS: dict[str, dict[str, tuple[type[LiveError], str]]] = {
     "error:LimitExceeded.MaximumRunningTask": {
         "live_tape_start": (LiveRefused, "ret:1204"),
         "create_record": (LiveRefused, "code:4000"),
-        "create_live_record": (LiveRefused, "error:LimitExceeded.MaximumRunningTask"),
+        "create_live_record": (LiveLimitReached, "error:LimitExceeded.MaximumRunningTask"),
     },
 }
 
@@ -702,16 +709,17 @@ async def test_channel_rules_answer_in_each_apis_words(http: aiohttp.ClientSessi
     assert not refused.value.retriable
 
 
+# (code, retriable, reason): v2 has one code for both limits and the frequency limit; it is retried first.
 QUOTAS = {
     "max_running": {
-        "live_tape_start": ("1206", False),
-        "create_record": ("4400", True),
-        "create_live_record": ("LimitExceeded.MaximumRunningTask", False),
+        "live_tape_start": ("1206", False, "running_limit"),
+        "create_record": ("4400", True, "running_limit"),
+        "create_live_record": ("LimitExceeded.MaximumRunningTask", False, "running_limit"),
     },
     "daily_quota": {
-        "live_tape_start": ("1207", False),
-        "create_record": ("4400", True),
-        "create_live_record": ("LimitExceeded.MaximumTask", False),
+        "live_tape_start": ("1207", False, "daily_limit"),
+        "create_record": ("4400", True, "running_limit"),
+        "create_live_record": ("LimitExceeded.MaximumTask", False, "daily_limit"),
     },
 }
 
@@ -726,11 +734,11 @@ async def test_quotas_are_shared_and_answer_in_each_apis_words(
         # Another api's task counts against the same quota.
         other = "create_record" if api != "create_record" else "create_live_record"
         await attempt(http, make_backend(simulator, other))
-        with pytest.raises(LiveRefused) as refused:
+        with pytest.raises(LiveLimitReached) as refused:
             await attempt(http, make_backend(simulator, api))
     finally:
         await simulator.stop()
-    assert (refused.value.code, refused.value.retriable) == QUOTAS[quota][api]
+    assert (refused.value.code, refused.value.retriable, refused.value.reason) == QUOTAS[quota][api]
 
 
 @pytest.mark.parametrize("api", APIS)

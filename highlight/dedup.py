@@ -9,11 +9,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
 
 from highlight.moment import Moment
+from highlight.recording import cst_timestamp, next_cst_midnight
 
 DedupKey = tuple[str, int]
 
@@ -86,6 +88,80 @@ def decode_entry(raw: bytes) -> Entry:
 def expires_at(bucket: int, bucket_seconds: int, max_event_age_seconds: int) -> int:
     """The UNIX second after which no live moment can fall into `bucket` any more."""
     return (bucket + 1) * bucket_seconds + max_event_age_seconds + EXPIRY_GRACE_SECONDS
+
+
+# --- recordings: what an entry spends, and how long it must be kept ------------------------------------
+
+# Entries that are, or may be, a recording: a budget counts them, and they may cover later moments.
+RECORDING_PHASES = frozenset({Phase.STARTED, Phase.IN_DOUBT, Phase.INTENT})
+# `encode_entry` writes these exactly, and escapes the quotes of string values, so raw bytes cannot contain them
+# by accident (the same argument as `state.INTENT_MARK`).
+_NOT_RECORDING = (b'"phase":"failed"', b'"phase":"skipped"')
+_START = b'"start_time":"'
+_END = b'"end_time":"'
+_CST_LENGTH = len("YYYY-MM-DD HH:MM:SS")
+
+
+def recording_span(value: Entry | bytes) -> tuple[float, float] | None:
+    """(start, end) in UNIX seconds of an entry that is or may be a recording; None for any other entry.
+
+    Raw bytes are read without decoding the entry (a restore reads it for every entry it keeps); an entry with
+    no readable window (written before windows were kept) gives None.
+    """
+    if isinstance(value, Entry):
+        if value.phase not in RECORDING_PHASES or value.start_time is None or value.end_time is None:
+            return None
+        start_text, end_text = value.start_time, value.end_time
+    else:
+        if any(mark in value for mark in _NOT_RECORDING):
+            return None
+        start_at, end_at = value.find(_START), value.find(_END)
+        if start_at < 0 or end_at < 0:
+            return None
+        start_at, end_at = start_at + len(_START), end_at + len(_END)
+        return _span_of(value[start_at : start_at + _CST_LENGTH], value[end_at : end_at + _CST_LENGTH])
+    return _span_of(start_text, end_text)
+
+
+def _span_of(start: str | bytes, end: str | bytes) -> tuple[float, float] | None:
+    try:
+        return _cst_seconds(start), _cst_seconds(end)
+    except ValueError:
+        return None
+
+
+@lru_cache(maxsize=8192)
+def _cst_seconds(text: str | bytes) -> float:
+    # Cached on the raw slice: a restore meets the same recent seconds over and over.
+    return cst_timestamp(text if isinstance(text, str) else text.decode("ascii", errors="replace"))
+
+
+def keep_until(
+    key: DedupKey,
+    value: Entry | bytes,
+    *,
+    bucket_seconds: int,
+    max_event_age_seconds: int,
+    keep_days: bool,
+) -> float:
+    """The UNIX second after which an entry may be deleted.
+
+    Decided from the key alone for every entry inside its bucket's life (`expires_at`): a restore reads the
+    value only of entries past it. A recording's entry is kept longer: until its window has ended and no live
+    moment can fall inside it any more (a running count, and window-mode coverage, need it), and, with a daily
+    limit (`keep_days`), until the CST day its window started on is over, so that day's count survives a
+    restart. Those are the only entries kept past their bucket, so the memory this costs is bounded by the
+    limits: about one running share plus one day's share of entries per instance (a few hundred bytes each).
+    """
+    until: float = expires_at(key[1], bucket_seconds, max_event_age_seconds)
+    span = recording_span(value)
+    if span is None:
+        return until
+    start, end = span
+    until = max(until, end + max_event_age_seconds + EXPIRY_GRACE_SECONDS)
+    if keep_days:
+        until = max(until, next_cst_midnight(start) + EXPIRY_GRACE_SECONDS)
+    return until
 
 
 # --- the decision for one moment ------------------------------------------------------------------

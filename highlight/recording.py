@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 CST = ZoneInfo("Asia/Shanghai")
+# China has kept UTC+8 without daylight saving since 1991: day arithmetic on UNIX seconds needs no zone lookup.
+CST_OFFSET_SECONDS = 8 * 3600
+_DAY = 86_400
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 CST_FORMAT = "%Y-%m-%d %H:%M:%S"
 CST_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", re.ASCII)
 
@@ -37,6 +42,30 @@ def parse_cst(text: str) -> datetime:
     if not CST_PATTERN.fullmatch(text):
         raise ValueError(f"not 'YYYY-MM-DD HH:MM:SS': {text!r}")
     return datetime.strptime(text, CST_FORMAT).replace(tzinfo=CST)
+
+
+@lru_cache(maxsize=8192)
+def cst_timestamp(text: str) -> float:
+    """UNIX seconds of a `YYYY-MM-DD HH:MM:SS` CST string (as `format_cst` writes it); ValueError otherwise.
+
+    Cached: a restore reads the same recent seconds over and over, and strptime is slow.
+    """
+    return parse_cst(text).timestamp()
+
+
+def cst_day(unix_seconds: float) -> date:
+    """The China Standard Time calendar day of an instant: the day Tencent counts a recording on."""
+    return date.fromordinal(cst_day_number(unix_seconds) + _EPOCH_ORDINAL)
+
+
+def cst_day_number(unix_seconds: float) -> int:
+    """`cst_day` as days since 1970-01-01: cheap to compute and to count by."""
+    return int((unix_seconds + CST_OFFSET_SECONDS) // _DAY)
+
+
+def next_cst_midnight(unix_seconds: float) -> float:
+    """The UNIX second at which the CST day of `unix_seconds` ends."""
+    return ((unix_seconds + CST_OFFSET_SECONDS) // _DAY + 1) * _DAY - CST_OFFSET_SECONDS
 
 
 def clamp_record_seconds(requested: int) -> int:

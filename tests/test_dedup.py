@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from highlight import dedup
 from highlight.dedup import Decision, Entry, Phase, Verdict, decide
 from highlight.moment import Moment
+from highlight.recording import format_cst
 
 OCCURRED = datetime(2024, 5, 1, 12, 15, 0, tzinfo=UTC)
 MAX_AGE = 120
@@ -199,3 +200,70 @@ def test_decide_never_calls_while_a_recording_may_exist(phase: Phase | None, sam
         assert decision == Decision(Verdict.ANSWER, "failed", entry)
     else:
         assert decision.verdict is (Verdict.EXPIRED if age > MAX_AGE else Verdict.CALL)
+
+
+# --- recordings: their span, and how long their entries are kept ---------------------------------------------
+
+# Whole seconds between 2000 and 2090, as an aware instant (the wall clock the API reads is CST).
+cst_times = st.integers(946_684_800, 3_786_825_600).map(lambda s: datetime.fromtimestamp(s, UTC))
+
+
+@given(phase=st.sampled_from(Phase), event_id=texts, start=cst_times, length=st.integers(1, 1800), message=texts)
+def test_the_span_read_from_raw_bytes_equals_the_decoded_entrys(
+    phase: Phase, event_id: str, start: datetime, length: int, message: str
+) -> None:
+    window = (format_cst(start), format_cst(start + timedelta(seconds=length)))
+    entry = Entry(phase, event_id, *window, error_message=message)
+    span = dedup.recording_span(entry)
+    assert dedup.recording_span(dedup.encode_entry(entry)) == span
+    if phase in (Phase.STARTED, Phase.IN_DOUBT, Phase.INTENT):
+        assert span == (start.timestamp(), start.timestamp() + length)
+    else:
+        assert span is None
+
+
+def test_an_event_id_quoting_the_marks_cannot_forge_a_span() -> None:
+    forged = '"phase":"started","event_id":"x","start_time":"2020-01-01 00:00:00","end_time":"2020-01-01 00:05:00"'
+    raw = dedup.encode_entry(Entry(Phase.FAILED, forged, "2024-05-01 20:15:00", "2024-05-01 20:20:00"))
+    assert dedup.recording_span(raw) is None
+    started = dedup.encode_entry(Entry(Phase.STARTED, forged, "2024-05-01 20:15:00", "2024-05-01 20:20:00"))
+    assert dedup.recording_span(started) == (
+        datetime(2024, 5, 1, 12, 15, tzinfo=UTC).timestamp(),
+        datetime(2024, 5, 1, 12, 20, tzinfo=UTC).timestamp(),
+    )
+
+
+def test_an_entry_without_a_window_has_no_span() -> None:
+    assert dedup.recording_span(b'{"phase":"started","event_id":"e","task_id":"7"}') is None
+    assert dedup.recording_span(Entry(Phase.STARTED, "e", task_id="7")) is None
+
+
+BUCKET = OCCURRED.timestamp() // 300  # 20:15:00 CST, the start of its bucket
+
+
+def _keep(entry: Entry, *, keep_days: bool) -> float:
+    key = ("ch", int(BUCKET))
+    kept = dedup.keep_until(key, entry, bucket_seconds=300, max_event_age_seconds=MAX_AGE, keep_days=keep_days)
+    assert kept == dedup.keep_until(
+        key, dedup.encode_entry(entry), bucket_seconds=300, max_event_age_seconds=MAX_AGE, keep_days=keep_days
+    ), "raw bytes and the decoded entry are kept alike"
+    return kept
+
+
+def test_an_entry_that_is_no_recording_is_kept_as_long_as_its_key_says() -> None:
+    failed = Entry(Phase.FAILED, "e", "2024-05-01 20:15:00", "2024-05-01 20:45:00")
+    assert _keep(failed, keep_days=True) == dedup.expires_at(int(BUCKET), 300, MAX_AGE)
+
+
+def test_a_recording_is_kept_until_its_window_ended_and_no_live_moment_can_fall_in_it() -> None:
+    long_one = Entry(Phase.STARTED, "e", "2024-05-01 20:15:00", "2024-05-01 20:45:00", task_id="1")
+    end = datetime(2024, 5, 1, 12, 45, tzinfo=UTC).timestamp()
+    assert _keep(long_one, keep_days=False) == end + MAX_AGE + dedup.EXPIRY_GRACE_SECONDS
+    short = Entry(Phase.IN_DOUBT, "e", "2024-05-01 20:15:00", "2024-05-01 20:16:00")
+    assert _keep(short, keep_days=False) == dedup.expires_at(int(BUCKET), 300, MAX_AGE), "never less than the key"
+
+
+def test_with_a_daily_limit_a_recording_is_kept_until_its_cst_day_is_over() -> None:
+    intent = Entry(Phase.INTENT, "e", "2024-05-01 20:15:00", "2024-05-01 20:20:00")
+    midnight = datetime(2024, 5, 1, 16, 0, tzinfo=UTC).timestamp()  # 2024-05-02 00:00:00 CST
+    assert _keep(intent, keep_days=True) == midnight + dedup.EXPIRY_GRACE_SECONDS

@@ -1,12 +1,35 @@
-"""Dedup by (channel_id, bucket): state entries, their wire format, and the decision for a moment. Pure.
+"""Dedup: state entries, their keys and wire format, and the decision for a moment. Pure.
 
 The state topic is a changelog: the latest entry of a key is its truth. An `intent` is written and
 acknowledged before a call, an outcome after it, so a key whose latest entry is an intent had a call cut off.
+
+Two modes decide which moments share a recording (HIGHLIGHT_DEDUP_MODE):
+- `bucket` (the default): a moment shares the recording of its (channel_id, bucket) key, whenever it started.
+  Moments at 12:04:50 and 12:05:10 fall in different 5-minute buckets and start two recordings that overlap by
+  98%.
+- `window`: a moment shares its channel's recording whenever that recording *covers* it, that is when at least
+  HIGHLIGHT_MIN_COVER_SECONDS of its window lie after the moment; otherwise it starts a new one. Two
+  recordings of one channel can then start in the same bucket (a recording from 12:00:00 to 12:05:00 covers a
+  moment at 12:04:30 for only 30 s), so a window-mode recording is keyed by the moment that started it:
+  (channel_id, bucket, event_id). A redelivered moment finds its own entry under that key; any other moment
+  takes the earliest-starting recording that covers it, which later recordings (all starting later) cannot
+  change, so it too gets its first answer again.
+
+Switching modes keeps the state valid, because each mode reads the other's entries, and both pick the
+earliest-starting of the recordings that cover a moment (one that started before the switch, for any moment
+answered before it, so a redelivery is answered alike):
+- `window` takes a recording under a moment's (channel_id, bucket) key as covering the moment, as `bucket`
+  did, and any bucket-mode recording whose window covers a moment like a window-mode one.
+- `bucket` takes a window-mode recording whose window covers a moment, and answers a redelivered moment that
+  started one from its own entry, so it never starts a second recording for a covered moment.
+Both last only as long as the other mode's entries do (minutes: see `keep_until`); then each mode is itself.
 """
 
 from __future__ import annotations
 
 import enum
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -17,7 +40,14 @@ import orjson
 from highlight.moment import Moment
 from highlight.recording import cst_timestamp, next_cst_midnight
 
-DedupKey = tuple[str, int]
+# (channel_id, bucket) in `bucket` mode; (channel_id, bucket, event_id of the moment that called) in `window` mode.
+BucketKey = tuple[str, int]
+WindowKey = tuple[str, int, str]
+DedupKey = BucketKey | WindowKey
+
+BUCKET_MODE = "bucket"
+WINDOW_MODE = "window"
+DEDUP_MODES = (BUCKET_MODE, WINDOW_MODE)
 
 # Clock skew between producers and us: state outlives its bucket's last live moment by this much.
 EXPIRY_GRACE_SECONDS = 60
@@ -28,6 +58,9 @@ class Phase(enum.StrEnum):
     STARTED = "started"
     FAILED = "failed"
     IN_DOUBT = "in_doubt"
+    # The budget (or the API's own limit answer) had no room: nothing is recording, no call was made for it or
+    # the API refused it. Like `failed`, it answers its own moment again and lets another moment try.
+    SKIPPED = "skipped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,23 +77,35 @@ class Entry:
     # Entries written before backends existed have none; only live_tape_start existed then.
     api: str | None = None
     request_id: str | None = None
+    # For `skipped`: the limit that had no room (`running_limit`, `daily_limit`).
+    reason: str | None = None
 
 
 def encode_key(key: DedupKey) -> bytes:
-    # A JSON array cannot be confused by a channel id containing any separator.
-    return orjson.dumps([key[0], key[1]])
+    # A JSON array cannot be confused by a channel id containing any separator. A window key's third element
+    # makes versions that know only bucket keys skip it as unreadable rather than misread it.
+    return orjson.dumps(list(key))
 
 
 def decode_key(raw: bytes) -> DedupKey:
-    channel, bucket = orjson.loads(raw)
-    if not isinstance(channel, str) or not isinstance(bucket, int) or isinstance(bucket, bool):
-        raise ValueError(f"not a dedup key: {raw!r}")
-    return channel, bucket
+    parts = orjson.loads(raw)
+    if isinstance(parts, list) and len(parts) in (2, 3):
+        channel, bucket = parts[0], parts[1]
+        if isinstance(channel, str) and isinstance(bucket, int) and not isinstance(bucket, bool):
+            if len(parts) == 2:
+                return channel, bucket
+            if isinstance(parts[2], str):
+                return channel, bucket, parts[2]
+    raise ValueError(f"not a dedup key: {raw!r}")
+
+
+def is_window_key(key: DedupKey) -> bool:
+    return len(key) == 3
 
 
 def encode_entry(entry: Entry) -> bytes:
     document: dict[str, Any] = {"phase": entry.phase.value, "event_id": entry.event_id}
-    for name in ("start_time", "end_time", "task_id", "error_code", "error_message", "api", "request_id"):
+    for name in ("start_time", "end_time", "task_id", "error_code", "error_message", "api", "request_id", "reason"):
         value = getattr(entry, name)
         if value is not None:
             document[name] = value
@@ -82,6 +127,7 @@ def decode_entry(raw: bytes) -> Entry:
         attempts=document.get("attempts", 0),
         api=document.get("api"),
         request_id=document.get("request_id"),
+        reason=document.get("reason"),
     )
 
 
@@ -170,7 +216,7 @@ def keep_until(
 class Verdict(enum.Enum):
     ANSWER = "answer"  # the state already answers it: no call
     EXPIRED = "expired"  # too old to record
-    CALL = "call"  # this moment starts the key's recording
+    CALL = "call"  # this moment starts a recording, under `Decision.key`
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,26 +224,127 @@ class Decision:
     verdict: Verdict
     status: str | None = None  # for ANSWER: the result status
     entry: Entry | None = None
+    key: DedupKey | None = None  # ANSWER: the key of the answering entry; CALL: the key to record under
 
 
 IN_DOUBT_MESSAGE = "a call for this key may have started a recording; its outcome is unknown, so it is never re-sent"
 
 
 def decide(moment: Moment, entry: Entry | None, now: datetime, max_event_age_seconds: int) -> Decision:
-    """State first, so a redelivered moment gets its first answer; then age; then a call.
+    """`bucket` mode with the entry of the moment's own (channel_id, bucket) key, and nothing else to read.
 
-    Any moment of a key that has a recording is `duplicate`, even a late one: no call is made either way, and
-    the result can say which recording covers it.
+    State first, so a redelivered moment gets its first answer; then age; then a call. Any moment of a key that
+    has a recording is `duplicate`, even a late one: no call is made either way, and the result can say which
+    recording covers it.
     """
     if entry is not None:
-        if entry.phase is Phase.STARTED:
-            status = "started" if entry.event_id == moment.event_id else "duplicate"
-            return Decision(Verdict.ANSWER, status, entry)
-        if entry.phase in (Phase.IN_DOUBT, Phase.INTENT):
-            return Decision(Verdict.ANSWER, "in_doubt", entry)
-        if entry.phase is Phase.FAILED and entry.event_id == moment.event_id:
-            return Decision(Verdict.ANSWER, "failed", entry)
-        # A different moment of a failed key may try again: nothing is recording.
+        answer = _own(entry) if entry.event_id == moment.event_id else _covered(entry)
+        if answer is not None:
+            return answer
+        # A different moment of a failed or skipped key may try again: nothing is recording.
     if (now - moment.occurred_at).total_seconds() > max_event_age_seconds:
         return Decision(Verdict.EXPIRED, "expired")
     return Decision(Verdict.CALL)
+
+
+@dataclass(frozen=True, slots=True)
+class DedupRules:
+    mode: str  # BUCKET_MODE or WINDOW_MODE
+    bucket_seconds: int
+    min_cover_seconds: int
+    max_event_age_seconds: int
+
+
+def bucket_key(moment: Moment, bucket_seconds: int) -> BucketKey:
+    return moment.channel_id, moment.bucket(bucket_seconds)
+
+
+def window_key(moment: Moment, bucket_seconds: int) -> WindowKey:
+    return moment.channel_id, moment.bucket(bucket_seconds), moment.event_id
+
+
+def covers(span: tuple[float, float], instant: float, min_cover_seconds: int, max_event_age_seconds: int) -> bool:
+    """Whether a recording's window holds at least `min_cover_seconds` after `instant`.
+
+    A recording that started when a moment at `instant` was already too old to record is not that moment's: an
+    expired moment redelivered after another moment started a recording is still `expired`.
+    """
+    start, end = span
+    return start <= instant + max_event_age_seconds and end - max(start, instant) >= min_cover_seconds
+
+
+def decide_among(moment: Moment, candidates: Mapping[DedupKey, Entry], now: datetime, rules: DedupRules) -> Decision:
+    """The decision for a moment, given the entries of its channel that may answer it: its (channel_id, bucket)
+    key's and its window key's, and the window-mode entries of the channel (in `window` mode, every entry of the
+    channel). Entries of other channels are never consulted, so extra ones do no harm.
+
+    In order: the moment's own entry (a redelivery: its first answer again); the earliest-starting recording
+    that covers it, a recording under its bucket key counting as covering every moment of the bucket in both
+    modes; its age; a call under the mode's key.
+    """
+    by_bucket = bucket_key(moment, rules.bucket_seconds)
+    mine = window_key(moment, rules.bucket_seconds)
+    for key in (by_bucket, mine):
+        entry = candidates.get(key)
+        if entry is not None and entry.event_id == moment.event_id:
+            return _keyed(_own(entry), key)
+    covering = _earliest_covering(moment, candidates, rules, by_bucket)
+    if covering is not None:
+        key, entry = covering
+        answer = _covered(entry)
+        assert answer is not None  # noqa: S101 -- only recordings cover
+        return _keyed(answer, key)
+    if (now - moment.occurred_at).total_seconds() > rules.max_event_age_seconds:
+        return Decision(Verdict.EXPIRED, "expired")
+    return Decision(Verdict.CALL, key=by_bucket if rules.mode == BUCKET_MODE else mine)
+
+
+def _own(entry: Entry) -> Decision:
+    """The answer a moment got when its own entry was written."""
+    status = {
+        Phase.STARTED: "started",
+        Phase.INTENT: "in_doubt",
+        Phase.IN_DOUBT: "in_doubt",
+        Phase.FAILED: "failed",
+        Phase.SKIPPED: "skipped",
+    }[entry.phase]
+    return Decision(Verdict.ANSWER, status, entry)
+
+
+def _covered(entry: Entry) -> Decision | None:
+    """The answer for a moment that another moment's recording covers; None when that entry records nothing."""
+    if entry.phase is Phase.STARTED:
+        return Decision(Verdict.ANSWER, "duplicate", entry)
+    if entry.phase in (Phase.IN_DOUBT, Phase.INTENT):
+        return Decision(Verdict.ANSWER, "in_doubt", entry)
+    return None
+
+
+def _keyed(decision: Decision, key: DedupKey) -> Decision:
+    return Decision(decision.verdict, decision.status, decision.entry, key)
+
+
+def _earliest_covering(
+    moment: Moment, candidates: Mapping[DedupKey, Entry], rules: DedupRules, by_bucket: BucketKey
+) -> tuple[DedupKey, Entry] | None:
+    """The earliest-starting recording that covers the moment: its bucket key's recording, which covers every
+    moment of the bucket as bucket mode always said, and those whose window covers it (window-mode entries only,
+    in bucket mode). Recordings made later start later, so a redelivered moment is answered from the same one."""
+    instant = moment.occurred_at.timestamp()
+    best: tuple[float, DedupKey, Entry] | None = None
+    for key, entry in candidates.items():
+        if key[0] != moment.channel_id or entry.phase not in RECORDING_PHASES:
+            continue
+        span = recording_span(entry)
+        if key == by_bucket:
+            start = -math.inf if span is None else span[0]  # an entry without a window still holds its bucket
+        elif rules.mode == BUCKET_MODE and not is_window_key(key):
+            continue  # another bucket: bucket mode records it anew
+        elif span is None or not covers(span, instant, rules.min_cover_seconds, rules.max_event_age_seconds):
+            continue
+        else:
+            start = span[0]
+        # The key breaks a tie, so the choice never depends on the order the entries came in.
+        if best is None or (start, key) < (best[0], best[1]):
+            best = (start, key, entry)
+    return None if best is None else (best[1], best[2])

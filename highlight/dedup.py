@@ -337,6 +337,8 @@ def _earliest_covering(
             continue
         span = recording_span(entry)
         if key == by_bucket:
+            if span is not None and span[0] > instant + rules.max_event_age_seconds:
+                continue  # started when the moment was too old to record: not its recording (see `covers`)
             start = -math.inf if span is None else span[0]  # an entry without a window still holds its bucket
         elif rules.mode == BUCKET_MODE and not is_window_key(key):
             continue  # another bucket: bucket mode records it anew

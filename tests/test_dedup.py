@@ -196,8 +196,8 @@ def test_decide_never_calls_while_a_recording_may_exist(phase: Phase | None, sam
     if phase in (Phase.STARTED, Phase.IN_DOUBT, Phase.INTENT):
         assert decision.verdict is Verdict.ANSWER
         assert decision.entry is entry
-    elif phase is Phase.FAILED and same_event:
-        assert decision == Decision(Verdict.ANSWER, "failed", entry)
+    elif phase in (Phase.FAILED, Phase.SKIPPED) and same_event:
+        assert decision == Decision(Verdict.ANSWER, phase.value, entry)
     else:
         assert decision.verdict is (Verdict.EXPIRED if age > MAX_AGE else Verdict.CALL)
 

@@ -437,6 +437,9 @@ class Bench:
             "HIGHLIGHT_LOG_LEVEL": "warning",
             "HIGHLIGHT_LOG_FORMAT": "json",
             "HIGHLIGHT_LIVE_MAX_RPS": str(LIFTED_RPS),
+            # Lifted like the simulator's quotas: the all-unique run starts far more than 400 recordings.
+            "HIGHLIGHT_MAX_RUNNING_RECORDINGS": "0",
+            "HIGHLIGHT_MAX_RECORDINGS_PER_DAY": "0",
             "HIGHLIGHT_MAX_IN_FLIGHT": str(MAX_IN_FLIGHT),
             "HIGHLIGHT_DRAIN_TIMEOUT_SECONDS": "5",
             **names.env(),

@@ -2,14 +2,14 @@
 
 Where things live:
 - the pipeline: `service` (composition root, consumer loop, commits, rebalances), `recorder` (one record:
-  dead letter, re-key, or dedup → call → state → result), `last_resort` (around every record: what fails on
-  every retry is dead-lettered), `lanes` (key-ordered concurrency, commit points), `outage` (pause and probe
-  while the API is unusable);
-- the domain, pure: `moment`, `recording` (window, options, CST, clamps), `dedup`, `results`, `dead_letters`;
-  `state` keeps the dedup table durable;
-- `apis/`: the recording APIs, one interface and one module per API; adapters that classify library errors:
-  `live` (aiohttp), `kafka` (aiokafka; `kafka_records` reads batches aiokafka refuses, `topics` waits for and
-  prepares the topics); `broker`: the embedded broker for the demo, tests and bench;
+  dead letter, re-key, or dedup → budget → call → state → result), `last_resort` (around every record: what
+  fails on every retry is dead-lettered), `lanes` (key-ordered concurrency, commit points), `outage` (pause and
+  probe while the API is unusable), `admission` (wait for room in the budget);
+- the domain, pure: `moment`, `recording` (window, options, CST, clamps), `dedup` (both modes), `budget` (the
+  account's limits), `results`, `dead_letters`; `state` keeps the dedup table durable;
+- `apis/`: the recording APIs, one interface, one error policy and one module per API; adapters that classify
+  library errors: `live` (aiohttp), `kafka` (aiokafka; `kafka_records` reads batches aiokafka refuses, `topics`
+  waits for and prepares the topics); `broker`: the embedded broker for the demo, tests and bench;
 - around it: `cli`, `config` (+ `config_table`), `errors`, `logs`, `metrics`, `ops`, `schemas`;
 - tools around the recorder: `simulator/` (`highlight simulate-live`) and `demo/` (`highlight demo`).
 """

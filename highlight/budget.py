@@ -42,7 +42,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 
 from highlight.recording import cst_day_number, next_cst_midnight
@@ -193,11 +193,15 @@ class Usage:
 class Budget:
     """An instance's budget: the pooled parts of the partitions it owns, and their ledgers."""
 
-    def __init__(self, limits: Limits, *, partitions: int) -> None:
+    def __init__(self, limits: Limits, *, partitions: int, on_change: Callable[[], None] = lambda: None) -> None:
         if partitions < 1:
             raise ValueError("partitions must be >= 1")
         self.limits = limits
         self._partitions = partitions
+        # Both limits off: nothing to count, nothing to keep (each API limit answer skips its own moment only).
+        self.tracking = limits.any
+        # Told whenever room may have appeared: a charge went, a partition came or went.
+        self._on_change = on_change
         self._ledgers: dict[int, Ledger] = {}
         # After the API's own limit answer: no room for that limit until then (UNIX seconds), or until one of
         # our recordings ends (running; `_full_ended` is how many had ended when it answered).
@@ -210,29 +214,38 @@ class Budget:
 
     def restore(self, index: int, charges: Iterable[tuple[Key, Charge]], now: float) -> None:
         """Own partition `index`, its ledger built from its restored entries' charges (replacing any)."""
-        self.release(index)
+        self._drop(index)
         ledger = self._ledgers[index] = Ledger()
-        for key, charge in charges:
-            ledger.record(key, charge, now)
+        if self.tracking:
+            for key, charge in charges:
+                ledger.record(key, charge, now)
+        self._on_change()
 
     def record(self, index: int, key: Key, charge: Charge | None, now: float) -> None:
         """An entry of an owned partition changed: it charges `charge`, or nothing (None)."""
         ledger = self._ledgers.get(index)
-        if ledger is not None:
+        if ledger is not None and self.tracking:
             ledger.record(key, charge, now)
+            if charge is None:
+                self._on_change()
 
     def hold(self, index: int, key: Key, charge: Charge, now: float) -> None:
         """A moment of `key` was given a slot: it counts from now until `unhold`, whatever its entry says."""
         ledger = self._ledgers.get(index)
-        if ledger is not None:
+        if ledger is not None and self.tracking:
             ledger.hold(key, charge, now)
 
     def unhold(self, index: int, key: Key, now: float) -> None:
         ledger = self._ledgers.get(index)
-        if ledger is not None:
+        if ledger is not None and self.tracking:
             ledger.release(key, now)
+            self._on_change()
 
     def release(self, index: int) -> None:
+        self._drop(index)
+        self._on_change()
+
+    def _drop(self, index: int) -> None:
         ledger = self._ledgers.pop(index, None)
         if ledger is not None:
             self._ended_elsewhere += ledger.ended
@@ -257,7 +270,9 @@ class Budget:
 
     def refused_by_api(self, reason: str, now: float) -> None:
         """The API answered that a limit is reached: treat the share as full, until one of our recordings
-        ends (running) or until midnight in China (daily)."""
+        ends (running) or until midnight in China (daily). With both limits off there is no share to fill."""
+        if not self.tracking:
+            return
         if reason == DAILY_LIMIT:
             self._full_until[DAILY_LIMIT] = next_cst_midnight(now)
             return

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from highlight.budget import Limits
 from highlight.config_table import (
     DEFAULT_LIVE_URLS,
     ENV_DEFAULTS,
@@ -37,6 +38,7 @@ __all__ = [
     "MAX_MOMENT_BYTES_LIMIT",
     "SETTINGS",
     "KafkaSettings",
+    "Limits",
     "LiveSettings",
     "RecorderSettings",
     "Secret",
@@ -124,6 +126,8 @@ class RecorderSettings:
     drain_timeout_seconds: float
     max_moment_bytes: int
     max_unprocessable_in_a_row: int
+    dedup_mode: str
+    min_cover_seconds: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,8 @@ class Settings:
     metrics_port: int
     log_format: str
     log_level: str
+    # The account's limits, spent as a budget (highlight.budget).
+    budget: Limits
 
 
 def load(environ: Mapping[str, str], flags: argparse.Namespace | None = None, *, uses_live: bool = True) -> Settings:
@@ -231,6 +237,14 @@ def _build(v: dict[str, Any]) -> Settings:
         drain_timeout_seconds=v["drain_timeout_seconds"],
         max_moment_bytes=v["max_moment_bytes"],
         max_unprocessable_in_a_row=v["max_unprocessable_in_a_row"],
+        dedup_mode=v["dedup_mode"],
+        min_cover_seconds=v["min_cover_seconds"],
+    )
+    budget = Limits(
+        running=v["max_running_recordings"],
+        daily=v["max_recordings_per_day"],
+        reserved_share=v["reserved_share"],
+        reserved_priority=v["reserved_priority"],
     )
     if recorder.max_moment_bytes > kafka.max_request_bytes - REQUEST_HEADROOM_BYTES:
         # Every valid moment's result (it carries the attributes) and re-keyed copy must fit in one request.
@@ -247,6 +261,7 @@ def _build(v: dict[str, Any]) -> Settings:
         metrics_port=v["metrics_port"],
         log_format=v["log_format"],
         log_level=v["log_level"],
+        budget=budget,
     )
 
 

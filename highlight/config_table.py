@@ -73,6 +73,16 @@ def _float_above(low: float, *, inclusive: bool) -> Callable[[str], float]:
     return parse
 
 
+def _fraction(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError(f"must be a number between 0 and 1, got {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"must be between 0 and 1, got {raw.strip()}")
+    return value
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     """Any case in, the spelling given here out (`hmacsha1` -> `HmacSHA1`)."""
     canonical = {choice.lower(): choice for choice in choices}
@@ -254,6 +264,49 @@ SETTINGS: tuple[Setting, ...] = (
         "Older moments are answered `expired` without a call.",
         _int_between(0),
         metavar="SECONDS",
+    ),
+    Setting(
+        "HIGHLIGHT_DEDUP_MODE",
+        "bucket",
+        "Which moments share a recording: bucket (those of one channel and bucket) or window (those the "
+        "channel's recording covers by HIGHLIGHT_MIN_COVER_SECONDS).",
+        _choice("bucket", "window"),
+    ),
+    Setting(
+        "HIGHLIGHT_MIN_COVER_SECONDS",
+        "60",
+        "window mode: a recording covers a moment if at least this much of its window lies after the moment "
+        "(0..240, so a new recording starts at least a minute after the one before).",
+        _int_between(0, 240),
+        metavar="SECONDS",
+    ),
+    Setting(
+        "HIGHLIGHT_MAX_RUNNING_RECORDINGS",
+        "400",
+        "The account's running recordings (windows not ended), shared by all instances; 0 = no limit.",
+        _int_between(0),
+        metavar="COUNT",
+    ),
+    Setting(
+        "HIGHLIGHT_MAX_RECORDINGS_PER_DAY",
+        "4000",
+        "Recordings the account may start per China Standard Time day, shared by all instances; 0 = no limit.",
+        _int_between(0),
+        metavar="COUNT",
+    ),
+    Setting(
+        "HIGHLIGHT_RESERVED_SHARE",
+        "0.1",
+        "The last part of each limit (0..1), kept for moments of HIGHLIGHT_RESERVED_PRIORITY or above.",
+        _fraction,
+        metavar="FRACTION",
+    ),
+    Setting(
+        "HIGHLIGHT_RESERVED_PRIORITY",
+        "80",
+        "The priority (0..100) a moment needs to use the reserved share.",
+        _int_between(0, 100),
+        metavar="PRIORITY",
     ),
     Setting(
         "HIGHLIGHT_MAX_MOMENT_BYTES",

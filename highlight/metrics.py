@@ -19,11 +19,15 @@ from highlight import __version__
 # `_created` samples double every counter's series for a timestamp no dashboard here uses.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
-OUTCOMES = ("started", "duplicate", "failed", "expired", "in_doubt", "dead_letter")
-CALL_RESULTS = ("started", "refused", "rate_limited", "unreachable", "in_doubt", "credentials")
+OUTCOMES = ("started", "duplicate", "failed", "expired", "in_doubt", "skipped", "dead_letter")
+CALL_RESULTS = ("started", "refused", "rate_limited", "limit_reached", "unreachable", "in_doubt", "credentials")
+SKIP_REASONS = ("running_limit", "daily_limit")
+LIMITS = ("running", "daily")
 OUTAGE_REASONS = ("credentials", "unreachable")
 
 LagSource = Callable[[], Iterable[tuple[str, int, int]]]
+# Per limit (`running`, `daily`): recordings counted against this instance's share, and that share.
+BudgetSource = Callable[[], Iterable[tuple[str, int, int]]]
 
 
 class _LagCollector(Collector):
@@ -44,6 +48,32 @@ class _LagCollector(Collector):
         yield family
 
 
+class _BudgetCollector(Collector):
+    """The budget is read at scrape time: windows end and days turn without any event to count."""
+
+    def __init__(self) -> None:
+        self.source: BudgetSource | None = None
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        in_use = GaugeMetricFamily(
+            "highlight_recording_budget_in_use",
+            "Recordings counted against this instance's share: running (windows not ended) and started today (CST).",
+            labels=["limit"],
+        )
+        share = GaugeMetricFamily(
+            "highlight_recording_budget_share",
+            "This instance's share of the account's limit (its partitions' parts); 0 when the limit is off.",
+            labels=["limit"],
+        )
+        # Until the service wires its budget (it owns no partition yet), both limits read 0.
+        readings = self.source() if self.source is not None else [(limit, 0, 0) for limit in LIMITS]
+        for limit, used, of in readings:
+            in_use.add_metric([limit], used)
+            share.add_metric([limit], of)
+        yield in_use
+        yield share
+
+
 class Metrics:
     def __init__(self, api: str = "live_tape_start") -> None:
         self.api = api
@@ -53,6 +83,19 @@ class Metrics:
             {"version": __version__, "api": api, "python": platform.python_version()}
         )
         self.moments = Counter("highlight_moments_total", "Moments consumed, by outcome.", ["outcome"], registry=r)
+        self.skipped = Counter(
+            "highlight_moments_skipped_total",
+            "Moments answered skipped: no room in the budget, or the API's own limit answer, by limit.",
+            ["reason"],
+            registry=r,
+        )
+        self._budget = _BudgetCollector()
+        r.register(self._budget)
+        self.budget_waiting = Gauge(
+            "highlight_recording_budget_waiting_moments",
+            "Moments waiting for room in the budget (no call made yet).",
+            registry=r,
+        )
         self.dead_letters = Counter(
             "highlight_dead_letters_total",
             "Records sent to the dead-letter topic, by reason (unprocessable: a record our own code failed on).",
@@ -125,9 +168,14 @@ class Metrics:
             self.outages.labels(reason)
         # The one reason that means a bug of ours: an alert on it needs a zero to start from.
         self.dead_letters.labels("unprocessable")
+        for reason in SKIP_REASONS:
+            self.skipped.labels(reason)
 
     def call_succeeded(self) -> None:
         self._last_success = time.monotonic()
 
     def watch_lag(self, source: LagSource) -> None:
         self._lag.source = source
+
+    def watch_budget(self, source: BudgetSource) -> None:
+        self._budget.source = source

@@ -30,6 +30,10 @@ class InvalidMoment(ValueError):
         self.reason = reason
 
 
+# A moment that names no priority; the reserve of each limit is for HIGHLIGHT_RESERVED_PRIORITY and above.
+DEFAULT_PRIORITY = 50
+
+
 @dataclass(frozen=True, slots=True)
 class Moment:
     event_id: str
@@ -43,6 +47,7 @@ class Moment:
     path: str | None = None
     mix_stream: int | None = None
     attributes: dict[str, Any] | None = None
+    priority: int = DEFAULT_PRIORITY
 
     def bucket(self, bucket_seconds: int) -> int:
         return bucket_of(self.occurred_at, bucket_seconds)
@@ -126,6 +131,7 @@ def parse_moment(value: bytes | None, *, max_bytes: int | None = None) -> Moment
             "schema_violation", f"data.attributes is nested more than {MAX_ATTRIBUTES_DEPTH} levels deep"
         )
     duration = document.get("duration_seconds")
+    priority = document.get("priority")
     return Moment(
         event_id=document["event_id"],
         channel_id=document["channel_id"],
@@ -139,6 +145,8 @@ def parse_moment(value: bytes | None, *, max_bytes: int | None = None) -> Moment
         path=document.get("path"),
         mix_stream=None if document.get("mix_stream") is None else int(document["mix_stream"]),
         attributes=attributes,
+        # JSON Schema counts 80.0 as an integer too.
+        priority=DEFAULT_PRIORITY if priority is None else int(priority),
     )
 
 

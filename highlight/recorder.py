@@ -17,13 +17,15 @@ import structlog
 from aiolimiter import AsyncLimiter
 from structlog.typing import FilteringBoundLogger
 
+from highlight.admission import Admissions
 from highlight.apis import Started
 from highlight.config import Settings
-from highlight.dedup import DedupKey, Entry, Phase, Verdict, decide
+from highlight.dedup import DedupKey, DedupRules, Entry, Phase, Verdict, decide_among
 from highlight.errors import (
     LiveAccessRefused,
     LiveError,
     LiveInDoubt,
+    LiveLimitReached,
     LiveUnreachable,
     RecordRejected,
     RecordTooLarge,
@@ -34,7 +36,7 @@ from highlight.live import LiveClient
 from highlight.metrics import Metrics
 from highlight.moment import InvalidMoment, Moment, parse_moment
 from highlight.outage import LiveGate
-from highlight.recording import window_at
+from highlight.recording import clamp_record_seconds, window_at
 from highlight.results import dropping, encode_result, result_document
 from highlight.state import StateStore
 
@@ -70,6 +72,7 @@ class Recorder:
         state: StateStore,
         limiter: AsyncLimiter,
         gate: LiveGate,
+        admissions: Admissions,
         metrics: Metrics,
         clock: Callable[[], datetime],
         dead_letter_bytes: int | None = None,
@@ -83,6 +86,13 @@ class Recorder:
         self._state = state
         self._limiter = limiter
         self._gate = gate
+        self._admissions = admissions
+        self._rules = DedupRules(
+            mode=self._rec.dedup_mode,
+            bucket_seconds=self._rec.bucket_seconds,
+            min_cover_seconds=self._rec.min_cover_seconds,
+            max_event_age_seconds=self._rec.max_event_age_seconds,
+        )
         self._api = live.backend.name
         self._metrics = metrics
         self._clock = clock
@@ -136,7 +146,6 @@ class Recorder:
     async def _process(self, record: Record, moment: Moment, index: int) -> None:
         started = time.perf_counter()
         bucket = moment.bucket(self._rec.bucket_seconds)
-        key: DedupKey = (moment.channel_id, bucket)
         mlog = log.bind(
             topic=record.topic,
             partition=record.partition,
@@ -145,14 +154,11 @@ class Recorder:
             event_id=moment.event_id,
             **_origin(record),
         )
-        decision = decide(moment, self._state.get(index, key), self._clock(), self._rec.max_event_age_seconds)
+        decision = decide_among(moment, self._state.candidates(index, moment), self._clock(), self._rules)
         entry: Entry | None
         if decision.verdict is Verdict.CALL:
-            try:
-                entry = await self._call(moment, index, key, mlog)
-                status = entry.phase.value
-            except _OutlivedOutage:
-                entry, status = None, "expired"
+            assert decision.key is not None  # noqa: S101 -- a call always names its key
+            entry, status = await self._record(moment, index, decision.key, mlog)
         else:
             entry, status = decision.entry, decision.status or "expired"
         document = result_document(moment, bucket, self._rec.bucket_seconds, status, entry, self._clock())
@@ -173,11 +179,14 @@ class Recorder:
                     f"task_id {document.get('task_id')}): {again}"
                 ) from again
         self._metrics.moments.labels(status).inc()
+        if status == "skipped":
+            self._metrics.skipped.labels(document["reason"]).inc()
         # The one canonical line per moment: everything an on-call engineer needs to find it again.
         mlog.info(
             "moment_recorded" if status == "started" else "moment_answered",
             bucket=bucket,
             status=status,
+            reason=document.get("reason"),
             task_id=document.get("task_id"),
             attempts=document.get("attempts"),
             api=document.get("api"),
@@ -186,6 +195,26 @@ class Recorder:
             dropped=document.get("dropped"),
             latency_ms=round((time.perf_counter() - started) * 1000, 1),
         )
+
+    async def _record(
+        self, moment: Moment, index: int, key: DedupKey, mlog: FilteringBoundLogger
+    ) -> tuple[Entry | None, str]:
+        """Room in the budget first (waiting for a running slot at most until the moment is too old), then the
+        call. A moment with no room makes no call: `skipped`, kept in state so a redelivery is answered alike."""
+        seconds = clamp_record_seconds(moment.recording_options(self._rec.record_seconds).record_seconds)
+        deadline = moment.occurred_at.timestamp() + self._rec.max_event_age_seconds
+        reason = await self._admissions.admit(index, key, moment.priority, deadline=deadline, seconds=seconds)
+        if reason is not None:
+            entry = Entry(Phase.SKIPPED, moment.event_id, reason=reason)
+            await self._state.put(index, key, entry)
+            return entry, "skipped"
+        try:
+            entry = await self._call(moment, index, key, mlog)
+        except _OutlivedOutage:
+            return None, "expired"
+        finally:
+            self._admissions.done(index, key)
+        return entry, entry.phase.value
 
     async def _call(self, moment: Moment, index: int, key: DedupKey, mlog: FilteringBoundLogger) -> Entry:
         """At most one recording per key: an acknowledged intent before every attempt, the outcome after.
@@ -269,8 +298,15 @@ class Recorder:
                 self._metrics.retries.labels(self._api, _result_class(outcome)).inc()
                 mlog.info("live_call_retrying", attempt=tries, code=outcome.code, error=outcome.message)
                 continue
+            reason = None
+            if isinstance(outcome, LiveLimitReached):
+                # The API has the last word on the account's limits: the share is full for now.
+                self._admissions.refused_by_api(outcome.reason)
+                phase, reason = Phase.SKIPPED, outcome.reason
+            else:
+                phase = Phase.IN_DOUBT if isinstance(outcome, LiveInDoubt) else Phase.FAILED
             entry = Entry(
-                Phase.IN_DOUBT if isinstance(outcome, LiveInDoubt) else Phase.FAILED,
+                phase,
                 moment.event_id,
                 window.start_time,
                 window.end_time,
@@ -279,6 +315,7 @@ class Recorder:
                 attempts=tries,
                 api=self._api,
                 request_id=outcome.request_id,
+                reason=reason,
             )
             break
         await self._state.put(index, key, entry)
@@ -307,6 +344,8 @@ def _result_class(outcome: Started | LiveError) -> str:
         return "unreachable"
     if isinstance(outcome, LiveInDoubt):
         return "in_doubt"
+    if isinstance(outcome, LiveLimitReached):
+        return "limit_reached"
     return "rate_limited" if outcome.retriable else "refused"
 
 

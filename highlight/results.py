@@ -7,10 +7,10 @@ from typing import Any
 
 import orjson
 
-from highlight.dedup import IN_DOUBT_MESSAGE, Entry
+from highlight.dedup import IN_DOUBT_MESSAGE, Entry, Phase
 from highlight.moment import Moment
 
-STATUSES = ("started", "duplicate", "failed", "expired", "in_doubt")
+STATUSES = ("started", "duplicate", "failed", "expired", "in_doubt", "skipped")
 # Without these a result answers nothing (the result schema requires them).
 REQUIRED_FIELDS = frozenset({"event_id", "channel_id", "bucket", "status", "occurred_at", "processed_at"})
 # The only backend before HIGHLIGHT_LIVE_API existed: what an entry without `api` was made by.
@@ -30,7 +30,11 @@ def result_document(
         "occurred_at": moment.occurred_at_text,
         "processed_at": processed_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
-    if entry is not None and status != "expired":
+    if status == "skipped" and entry is not None:
+        document["reason"] = entry.reason or "running_limit"
+    # A moment skipped by the budget made no call: no window, no API to name.
+    called = entry is not None and not (entry.phase is Phase.SKIPPED and entry.attempts == 0)
+    if entry is not None and status != "expired" and called:
         if entry.start_time is not None and entry.end_time is not None:
             document["start_time"] = entry.start_time
             document["end_time"] = entry.end_time
@@ -43,8 +47,11 @@ def result_document(
             document["started_by"] = entry.event_id
         elif entry.event_id == moment.event_id:
             document["attempts"] = entry.attempts
-        if status == "failed":
-            document["error"] = {"code": entry.error_code or "failed", "message": entry.error_message or ""}
+        if status in ("failed", "skipped") and entry.error_code is not None:
+            # For skipped: the API's own limit answer.
+            document["error"] = {"code": entry.error_code, "message": entry.error_message or ""}
+        elif status == "failed":
+            document["error"] = {"code": "failed", "message": entry.error_message or ""}
         elif status == "in_doubt":
             document["error"] = {
                 "code": entry.error_code or "in_doubt",

@@ -18,8 +18,11 @@ from types import TracebackType
 import structlog
 from aiolimiter import AsyncLimiter
 
+from highlight.admission import Admissions
 from highlight.apis import backend_for
+from highlight.budget import DAILY_LIMIT, RUNNING_LIMIT, Budget
 from highlight.config import Settings
+from highlight.dedup import WINDOW_MODE
 from highlight.errors import HighlightError
 from highlight.kafka import (
     ChangelogReader,
@@ -84,13 +87,20 @@ class Service(RebalanceHandler):
             reader = ChangelogReader(kafka)
             await reader.start()
             stack.push_async_callback(reader.stop)
+            # The budget counts what the state holds; waiting moments look again whenever it may have room.
+            self._budget = Budget(
+                self.settings.budget, partitions=self.partitions, on_change=lambda: self._admissions.changed()
+            )
+            self._admissions = Admissions(self._budget, clock=self._unix_clock)
             self._state = StateStore(
                 kafka.state_topic,
                 self._producer,
                 reader,
                 bucket_seconds=self.settings.recorder.bucket_seconds,
                 max_event_age_seconds=self.settings.recorder.max_event_age_seconds,
-                clock=lambda: self._clock().timestamp(),
+                clock=self._unix_clock,
+                budget=self._budget,
+                window_mode=self.settings.recorder.dedup_mode == WINDOW_MODE,
             )
             live = await stack.enter_async_context(
                 LiveClient(
@@ -107,6 +117,7 @@ class Service(RebalanceHandler):
                 state=self._state,
                 limiter=AsyncLimiter(self.settings.live.max_rps, 1.0),
                 gate=self._gate,
+                admissions=self._admissions,
                 metrics=self.metrics,
                 clock=self._clock,
                 dead_letter_bytes=topics.dlq_max_message_bytes,
@@ -125,6 +136,8 @@ class Service(RebalanceHandler):
             # Read at scrape time: exact, and nothing to keep in step on the hot path.
             self.metrics.in_flight.set_function(self._tracker.in_flight)
             self.metrics.state_entries.set_function(self._state.entries)
+            self.metrics.budget_waiting.set_function(lambda: self._admissions.waiting)
+            self.metrics.watch_budget(self._budget_usage)
             # Closed before the producer: the group must not hand our partitions on while results are unsent.
             stack.push_async_callback(self._consumer.stop)
             await self._consumer.start()
@@ -156,8 +169,11 @@ class Service(RebalanceHandler):
         """Safe from a signal handler; idempotent."""
         self._stopping.set()
         self._room.set()
-        # Moments waiting out an outage made no call: let them go now rather than hold the drain.
+        # Moments waiting out an outage, or for room in the budget, made no call: let them go now rather than
+        # hold the drain.
         self._gate.release_waiting()
+        if self._entered:
+            self._admissions.release_waiting()
 
     async def stop(self) -> None:
         """Idempotent: close the consumer (leaving the group), flush and close the producer, the HTTP client."""
@@ -191,6 +207,14 @@ class Service(RebalanceHandler):
     def _set_ready(self, ready: bool) -> None:
         self._ready = ready
         self.metrics.ready.set(1 if self.ready else 0)
+
+    def _unix_clock(self) -> float:
+        return self._clock().timestamp()
+
+    def _budget_usage(self) -> list[tuple[str, int, int]]:
+        now = self._unix_clock()
+        usages = [self._budget.usage(limit, now) for limit in (RUNNING_LIMIT, DAILY_LIMIT)]
+        return [(u.limit.removesuffix("_limit"), u.in_use, u.share) for u in usages]
 
     def _lag(self) -> list[tuple[str, int, int]]:
         """Per owned partition: the high-water mark seen in fetches minus our last committed offset."""
@@ -339,8 +363,11 @@ class Service(RebalanceHandler):
         self._set_ready(False)
         self._active -= revoked
         try:
-            # Moments of these partitions waiting out an outage made no call: the next owner takes them.
-            self._gate.release_waiting({job.task for job in self._runner.running(revoked) if job.task is not None})
+            # Moments of these partitions waiting out an outage or for room in the budget made no call: the next
+            # owner takes them.
+            tasks = {job.task for job in self._runner.running(revoked) if job.task is not None}
+            self._gate.release_waiting(tasks)
+            self._admissions.release_waiting(tasks)
             abandoned = await self._runner.drain(self.settings.recorder.drain_timeout_seconds, revoked)
             await self._commit(force=True)
             self._tracker.forget(revoked)

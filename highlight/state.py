@@ -1,7 +1,8 @@
 """Dedup state: an in-memory table per partition index, kept durable in the compacted state topic.
 
-A record for key (channel, bucket) goes to the state partition with the channel's home index, so the member
-that owns moments partition i restores exactly state partition i.
+A record for a key of channel c goes to the state partition with c's home index, so the member that owns
+moments partition i restores exactly state partition i. The budget's counts (`highlight.budget`) are derived
+from the same entries: every write and every restore tells it what each entry charges.
 """
 
 from __future__ import annotations
@@ -13,22 +14,32 @@ from dataclasses import dataclass
 
 import structlog
 
+from highlight.budget import Budget, Charge
 from highlight.dedup import (
     DedupKey,
     Entry,
     Phase,
+    bucket_key,
     decode_entry,
     decode_key,
     encode_entry,
     encode_key,
     expires_at,
+    is_window_key,
+    keep_until,
+    recording_span,
+    window_key,
 )
 from highlight.kafka import ChangelogReader, Partition, Producer
+from highlight.moment import Moment
+from highlight.recording import MAX_RECORD_SECONDS
 
 log = structlog.get_logger("highlight.state")
 
 # Tombstones sent together; the producer batches them into few requests.
 EXPIRY_BATCH = 1000
+# Generous room for retries (attempts spaced by seconds, each up to its timeout) between a moment and its call.
+CALL_SLACK_SECONDS = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +61,8 @@ class StateStore:
         bucket_seconds: int,
         max_event_age_seconds: int,
         clock: Callable[[], float] = time.time,
+        budget: Budget | None = None,
+        window_mode: bool = False,
     ) -> None:
         self._topic = topic
         self._producer = producer
@@ -57,6 +70,13 @@ class StateStore:
         self._bucket_seconds = bucket_seconds
         self._max_age = max_event_age_seconds
         self._clock = clock
+        self._budget = budget
+        # With a daily limit, a recording's entry is kept until its CST day is over (`keep_until`).
+        self._keep_days = budget is not None and budget.tracking and budget.limits.daily > 0
+        # Per index, the keys of each channel that window coverage may consult beyond a moment's own two: every
+        # key in window mode, window keys only (from before a switch, usually none) in bucket mode.
+        self._index_all = window_mode
+        self._channels: dict[int, dict[str, set[DedupKey]]] = {}
         # Restored entries stay as their raw bytes until first read: decoding a million entries (and keeping a
         # million objects for the garbage collector to scan) would dominate a restore that few keys outlive.
         self._tables: dict[int, dict[DedupKey, Entry | bytes]] = {}
@@ -81,6 +101,25 @@ class StateStore:
         table[key] = entry
         return entry
 
+    def candidates(self, index: int, moment: Moment) -> dict[DedupKey, Entry]:
+        """The entries that may answer `moment` (`highlight.dedup.decide_among`): its bucket key's, its window
+        key's, and the indexed keys of its channel."""
+        own = bucket_key(moment, self._bucket_seconds)
+        keys: set[DedupKey] = {own, window_key(moment, self._bucket_seconds)}
+        # Only recordings of moments from about half an hour before it to a little after can cover it: a key's
+        # bucket is its moment's, a call follows its moment within the age limit (and retries), and a recording
+        # lasts at most 30 minutes. Older entries (a daily limit keeps a day of them) are not even decoded.
+        earliest = own[1] - (MAX_RECORD_SECONDS + self._max_age + CALL_SLACK_SECONDS) // self._bucket_seconds - 1
+        latest = own[1] + self._max_age // self._bucket_seconds + 1
+        indexed = self._channels.get(index, {}).get(moment.channel_id, ())
+        keys.update(key for key in indexed if earliest <= key[1] <= latest)
+        found = {}
+        for key in keys:
+            entry = self.get(index, key)
+            if entry is not None:
+                found[key] = entry
+        return found
+
     async def put(self, index: int, key: DedupKey, entry: Entry | None) -> None:
         """Durable first (acknowledged by the brokers), then visible; `None` deletes."""
         offset = await self._producer.send(
@@ -96,6 +135,10 @@ class StateStore:
             table.pop(key, None)
         else:
             table[key] = entry
+        self._index(index, key, entry is not None)
+        if self._budget is not None:
+            span = None if entry is None else recording_span(entry)
+            self._budget.record(index, key, None if span is None else Charge(*span), self._clock())
 
     async def restore(self, indexes: set[int]) -> RestoreReport:
         """Bring the tables of `indexes` up to the end of the log; intents without outcome become in_doubt."""
@@ -112,7 +155,11 @@ class StateStore:
             table = self._tables[partition.partition]
             try:
                 key = decode_key(raw_key)
-                if raw_value is None or expires_at(key[1], self._bucket_seconds, self._max_age) <= now:
+                # The key alone decides for every entry inside its bucket's life; only older ones are read.
+                if raw_value is None or (
+                    expires_at(key[1], self._bucket_seconds, self._max_age) <= now
+                    and self._keep_until(key, raw_value) <= now
+                ):
                     table.pop(key, None)
                 else:
                     table[key] = raw_value
@@ -122,6 +169,8 @@ class StateStore:
         records, ends = await self._reader.read(sorted(starts), apply, starts)
         for partition, end in ends.items():
             self._positions[partition.partition] = end
+        for index in indexes:
+            self._reindex(index)
         in_doubt = 0
         for index in indexes:
             table = self._tables[index]
@@ -131,6 +180,10 @@ class StateStore:
                     # A call was cut off (crash, kill, abandoned drain): never call again for this key.
                     await self.put(index, key, _in_doubt(entry))
                     in_doubt += 1
+        if self._budget is not None:
+            for index in indexes:
+                charges = self._charges(index) if self._budget.tracking else []
+                self._budget.restore(index, charges, self._clock())
         self._kept -= indexes
         return RestoreReport(
             partitions=len(indexes),
@@ -147,6 +200,8 @@ class StateStore:
         after our last write. Keep only when every write of ours is known to be applied (no job abandoned).
         """
         for index in indexes:
+            if self._budget is not None:
+                self._budget.release(index)  # its share goes with it, kept table or not
             if keep:
                 self._kept.add(index)
             else:
@@ -160,21 +215,60 @@ class StateStore:
     def _drop(self, index: int) -> None:
         self._tables.pop(index, None)
         self._positions.pop(index, None)
+        self._channels.pop(index, None)
         self._kept.discard(index)
 
     async def expire(self) -> int:
-        """Delete entries whose bucket can no longer receive live moments; returns how many."""
+        """Delete entries no live moment and no count needs any more (`keep_until`); returns how many."""
         now = self._clock()
         expired = [
             (index, key)
             for index, table in self._tables.items()
             if index not in self._kept
-            for key in table
-            if expires_at(key[1], self._bucket_seconds, self._max_age) <= now
+            for key, value in table.items()
+            if expires_at(key[1], self._bucket_seconds, self._max_age) <= now and self._keep_until(key, value) <= now
         ]
         for chunk in range(0, len(expired), EXPIRY_BATCH):
             await asyncio.gather(*(self.put(i, k, None) for i, k in expired[chunk : chunk + EXPIRY_BATCH]))
         return len(expired)
+
+    def _keep_until(self, key: DedupKey, value: Entry | bytes) -> float:
+        return keep_until(
+            key,
+            value,
+            bucket_seconds=self._bucket_seconds,
+            max_event_age_seconds=self._max_age,
+            keep_days=self._keep_days,
+        )
+
+    def _index(self, index: int, key: DedupKey, present: bool) -> None:
+        if not (self._index_all or is_window_key(key)):
+            return
+        channels = self._channels.setdefault(index, {})
+        if present:
+            channels.setdefault(key[0], set()).add(key)
+        else:
+            keys = channels.get(key[0])
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del channels[key[0]]
+
+    def _reindex(self, index: int) -> None:
+        channels: dict[str, set[DedupKey]] = {}
+        for key in self._tables[index]:
+            if self._index_all or is_window_key(key):
+                channels.setdefault(key[0], set()).add(key)
+        self._channels[index] = channels
+
+    def _charges(self, index: int) -> list[tuple[DedupKey, Charge]]:
+        """What each entry of a partition charges the budget, read without decoding the entries."""
+        charges = []
+        for key, value in self._tables[index].items():
+            span = recording_span(value)
+            if span is not None:
+                charges.append((key, Charge(*span)))
+        return charges
 
 
 def _is_intent(value: Entry | bytes) -> bool:

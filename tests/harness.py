@@ -99,6 +99,9 @@ def service_env(bootstrap: str, names: Names, live_url: str, **overrides: Any) -
         "HIGHLIGHT_METRICS_PORT": "0",
         "HIGHLIGHT_DRAIN_TIMEOUT_SECONDS": "5",
         "HIGHLIGHT_LIVE_MAX_RPS": "1000",
+        # The account's limits are lifted, as tests lift the simulator's quotas, unless a test is about them.
+        "HIGHLIGHT_MAX_RUNNING_RECORDINGS": "0",
+        "HIGHLIGHT_MAX_RECORDINGS_PER_DAY": "0",
         "HIGHLIGHT_LOG_FORMAT": "json",
         **names.env(),
     }

@@ -195,7 +195,7 @@ def test_the_apis_running_limit_answer_with_none_of_ours_running_lapses_after_a_
 
 
 def test_the_apis_daily_limit_answer_shuts_the_share_until_midnight_in_china() -> None:
-    budget = owning(Budget(limits(0, 0), partitions=1), 0, now=BEFORE_MIDNIGHT - 3600)
+    budget = owning(Budget(limits(10, 0), partitions=1), 0, now=BEFORE_MIDNIGHT - 3600)
     budget.refused_by_api(DAILY_LIMIT, BEFORE_MIDNIGHT - 3600)
     assert budget.room(100, BEFORE_MIDNIGHT) == DAILY_LIMIT
     assert budget.room(100, BEFORE_MIDNIGHT + 1) is None
@@ -242,3 +242,24 @@ def test_the_ledgers_counts_always_equal_a_recount_of_its_charges(ops: list[tupl
         assert ledger.next_end(now) == min((c.end for c in charged.values() if c.end > now), default=None)
         for day in {cst_day_number(c.start) for c in charged.values()}:
             assert ledger.started_on(day) == sum(1 for c in charged.values() if cst_day_number(c.start) == day)
+
+
+def test_with_both_limits_off_the_apis_limit_answer_skips_only_its_own_moment() -> None:
+    budget = owning(Budget(limits(0, 0), partitions=1), 0)
+    budget.refused_by_api(RUNNING_LIMIT, NOW)
+    budget.refused_by_api(DAILY_LIMIT, NOW)
+    assert budget.room(50, NOW) is None
+    assert not budget.tracking
+
+
+def test_room_may_have_appeared_is_told_when_a_charge_or_a_partition_goes() -> None:
+    told: list[str] = []
+    budget = Budget(limits(10), partitions=2, on_change=lambda: told.append("changed"))
+    budget.restore(0, [], NOW)
+    budget.hold(0, "k", Charge(NOW, NOW + 300), NOW)
+    start(budget, 0, "k")
+    assert len(told) == 1, "taking room tells no one"
+    budget.record(0, "k", None, NOW)
+    budget.unhold(0, "k", NOW)
+    budget.release(0)
+    assert len(told) == 4

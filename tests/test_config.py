@@ -56,6 +56,12 @@ DOCUMENTED_DEFAULTS: dict[str, str | None] = {
     "HIGHLIGHT_RECORD_SECONDS": "300",
     "HIGHLIGHT_BUCKET_SECONDS": "300",
     "HIGHLIGHT_MAX_EVENT_AGE_SECONDS": "120",
+    "HIGHLIGHT_DEDUP_MODE": "bucket",
+    "HIGHLIGHT_MIN_COVER_SECONDS": "60",
+    "HIGHLIGHT_MAX_RUNNING_RECORDINGS": "400",
+    "HIGHLIGHT_MAX_RECORDINGS_PER_DAY": "4000",
+    "HIGHLIGHT_RESERVED_SHARE": "0.1",
+    "HIGHLIGHT_RESERVED_PRIORITY": "80",
     "HIGHLIGHT_AUTO_OFFSET_RESET": "earliest",
     "HIGHLIGHT_KAFKA_SESSION_TIMEOUT_MS": "10000",
     "HIGHLIGHT_KAFKA_FETCH_MAX_WAIT_MS": "500",
@@ -152,7 +158,10 @@ def test_defaults_are_what_load_returns_with_only_the_required_settings() -> Non
         drain_timeout_seconds=20.0,
         max_moment_bytes=65536,
         max_unprocessable_in_a_row=100,
+        dedup_mode="bucket",
+        min_cover_seconds=60,
     )
+    assert settings.budget == config.Limits(running=400, daily=4000, reserved_share=0.1, reserved_priority=80)
     assert (settings.metrics_port, settings.log_format, settings.log_level) == (9108, "auto", "info")
 
 
@@ -240,6 +249,12 @@ def test_every_setting_is_read_from_its_environment_variable(tmp_path: Path) -> 
         HIGHLIGHT_KAFKA_SECURITY_PROTOCOL="sasl_plaintext",
         HIGHLIGHT_KAFKA_SASL_MECHANISM="scram-sha-256",
         HIGHLIGHT_KAFKA_SASL_USERNAME="alice",
+        HIGHLIGHT_DEDUP_MODE="WINDOW",
+        HIGHLIGHT_MIN_COVER_SECONDS="30",
+        HIGHLIGHT_MAX_RUNNING_RECORDINGS="0",
+        HIGHLIGHT_MAX_RECORDINGS_PER_DAY="100",
+        HIGHLIGHT_RESERVED_SHARE="0.25",
+        HIGHLIGHT_RESERVED_PRIORITY="90",
         **CREDENTIALS,
     )
     kafka, live, rec = settings.kafka, settings.live, settings.recorder
@@ -263,6 +278,8 @@ def test_every_setting_is_read_from_its_environment_variable(tmp_path: Path) -> 
     assert (live.timeout_seconds, live.max_attempts, live.retry_delay_seconds, live.max_rps) == (3.5, 10, 3.0, 0.5)
     assert (rec.record_seconds, rec.bucket_seconds, rec.max_event_age_seconds) == (600, 60, 0)
     assert (rec.max_in_flight, rec.drain_timeout_seconds) == (1, 0.1)
+    assert (rec.dedup_mode, rec.min_cover_seconds) == ("window", 30)
+    assert settings.budget == config.Limits(running=0, daily=100, reserved_share=0.25, reserved_priority=90)
     assert (settings.metrics_port, settings.log_format, settings.log_level) == (0, "json", "debug")
 
 
@@ -340,6 +357,15 @@ def test_blank_required_setting_is_a_config_error_naming_it(missing: str, blank:
         ("HIGHLIGHT_LIVE_TLS_VERIFY", "maybe"),
         ("HIGHLIGHT_LIVE_TLS_VERIFY", ""),
         ("HIGHLIGHT_LIVE_TLS_VERIFY", "2"),
+        ("HIGHLIGHT_DEDUP_MODE", "sliding"),
+        ("HIGHLIGHT_MIN_COVER_SECONDS", "241"),
+        ("HIGHLIGHT_MIN_COVER_SECONDS", "-1"),
+        ("HIGHLIGHT_MAX_RUNNING_RECORDINGS", "-1"),
+        ("HIGHLIGHT_MAX_RECORDINGS_PER_DAY", "lots"),
+        ("HIGHLIGHT_RESERVED_SHARE", "1.5"),
+        ("HIGHLIGHT_RESERVED_SHARE", "-0.1"),
+        ("HIGHLIGHT_RESERVED_SHARE", "nan"),
+        ("HIGHLIGHT_RESERVED_PRIORITY", "101"),
     ],
 )
 def test_invalid_value_is_a_config_error_naming_the_setting(name: str, value: str) -> None:

@@ -225,6 +225,18 @@ def test_other_bad_fields_are_schema_violations(field: str, value: object) -> No
     assert _reason(_with(**{field: value})) == "schema_violation"
 
 
+def test_priority_defaults_to_50_and_is_read_as_an_integer_from_0_to_100() -> None:
+    assert parse_moment(_bytes(MINIMAL)).priority == 50
+    assert parse_moment(_with(priority=0)).priority == 0
+    high = parse_moment(_with(priority=100.0))
+    assert (high.priority, type(high.priority)) == (100, int)
+
+
+@pytest.mark.parametrize("priority", [-1, 101, 50.5, "80", True, None, [80]])
+def test_bad_priority_is_a_schema_violation(priority: object) -> None:
+    assert _reason(_with(priority=priority)) == "schema_violation"
+
+
 def test_mix_stream_1_point_0_is_the_integer_1() -> None:
     moment = parse_moment(_with(mix_stream=1.0))
     assert type(moment.mix_stream) is int

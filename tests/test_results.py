@@ -119,6 +119,43 @@ def test_failed_document_without_error_details_still_has_an_error() -> None:
     assert document["error"] == {"code": "failed", "message": ""}
 
 
+def test_a_moment_the_budget_had_no_room_for_is_skipped_with_its_reason_and_names_no_call() -> None:
+    document = _document("skipped", Entry(Phase.SKIPPED, "e-1", reason="running_limit"))
+    _validate(document)
+    assert document["reason"] == "running_limit"
+    for field in ("api", "start_time", "task_id", "error", "attempts"):
+        assert field not in document, field
+
+
+def test_a_moment_the_api_refused_for_a_limit_is_skipped_with_the_apis_answer() -> None:
+    refused = Entry(
+        Phase.SKIPPED,
+        "e-1",
+        START,
+        END,
+        error_code="LimitExceeded.MaximumTask",
+        error_message="exceeds the daily limit",
+        attempts=1,
+        api="create_live_record",
+        request_id="req-1",
+        reason="daily_limit",
+    )
+    document = _document("skipped", refused)
+    _validate(document)
+    assert document["reason"] == "daily_limit"
+    assert document["error"] == {"code": "LimitExceeded.MaximumTask", "message": "exceeds the daily limit"}
+    assert (document["api"], document["request_id"], document["attempts"]) == ("create_live_record", "req-1", 1)
+    assert "task_id" not in document
+
+
+def test_the_schema_requires_a_reason_exactly_for_skipped() -> None:
+    skipped = _document("skipped", Entry(Phase.SKIPPED, "e-1", reason="daily_limit"))
+    with pytest.raises(schemas.ValidationError):
+        _validate({k: v for k, v in skipped.items() if k != "reason"})
+    with pytest.raises(schemas.ValidationError):
+        _validate(_document("failed", FAILED) | {"reason": "running_limit"})
+
+
 def test_in_doubt_document_carries_the_error() -> None:
     document = _document("in_doubt", IN_DOUBT)
     assert document["error"] == {"code": "read_timeout", "message": "no answer"}
@@ -204,6 +241,7 @@ def status_and_entry(draw: st.DrawFn) -> tuple[str, Entry | None]:
         "failed": st.just(Phase.FAILED),
         "in_doubt": st.sampled_from([Phase.IN_DOUBT, Phase.INTENT]),
         "expired": st.sampled_from(Phase),
+        "skipped": st.just(Phase.SKIPPED),
     }[status]
     entry = Entry(
         draw(phase),
@@ -214,6 +252,7 @@ def status_and_entry(draw: st.DrawFn) -> tuple[str, Entry | None]:
         error_code=draw(st.none() | ids),
         error_message=draw(st.none() | st.text(no_surrogates, max_size=30)),
         attempts=draw(st.integers(0, 10)),
+        reason=draw(st.sampled_from(["running_limit", "daily_limit"])) if status == "skipped" else None,
     )
     if status == "expired" and draw(st.booleans()):
         return status, None
@@ -249,6 +288,12 @@ def test_every_status_document_validates_against_the_result_schema(
     if status == "duplicate":
         assert entry is not None
         assert document["started_by"] == entry.event_id
+    if status == "skipped":
+        assert entry is not None
+        assert document["reason"] == entry.reason
+        assert ("api" in document) == (entry.attempts > 0), "a moment the budget skipped made no call"
+    else:
+        assert "reason" not in document
 
 
 # --- the last resort: a result that cannot be encoded as it stands --------------------------------------

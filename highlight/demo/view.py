@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 REFRESH_SECONDS = 0.1
-STYLES = {"started": "green", "failed": "red", "in_doubt": "yellow", "expired": "dim", "": "dim"}
+STYLES = {"started": "green", "failed": "red", "in_doubt": "yellow", "skipped": "magenta", "expired": "dim", "": "dim"}
 
 
 class View:

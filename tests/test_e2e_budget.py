@@ -84,7 +84,8 @@ async def test_a_high_priority_moment_gets_the_reserve_when_others_are_refused(
     settings = settings_for(bootstrap, names, simulator.url, **limits(10, share=0.2, priority=80))
     async with running(settings) as service:
         await wait_until(lambda: service.ready, what="the service to be ready")
-        await produce(bootstrap, names.moments, [moment(f"low{i}", f"prio-{i}", priority=50) for i in range(10)])
+        normal = [moment(f"low{i}", f"prio-{i}", priority=50, age_seconds=2) for i in range(10)]
+        await produce(bootstrap, names.moments, normal)
         await wait_until(lambda: len(simulator.calls) == 8, what="the normal share to fill")
         await wait_until(lambda: service._admissions.waiting == 2, what="two normal moments to be refused")
         await produce(bootstrap, names.moments, [moment("high", "prio-high", priority=90)])

@@ -5,7 +5,6 @@ No I/O here, so every rule of the documents can be tested without a network.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from datetime import datetime
 from urllib.parse import quote_plus, urlencode, urlsplit, urlunsplit
@@ -17,6 +16,7 @@ from highlight.apis.policy import Situation, error_for
 from highlight.config import Secret
 from highlight.errors import LiveAccessRefused, LiveInDoubt, LiveRefused, LiveUnreachable
 from highlight.recording import RecordingOptions, RecordingWindow
+from highlight.signing import sign
 
 API_NAME = "live_tape_start"
 INTERFACE = "Live_Tape_Start"
@@ -46,11 +46,6 @@ ERROR_TABLE: Mapping[int, Situation] = {
 DEFAULT_SITUATION = Situation.REFUSED
 # The fcgi gateway answers these for our own appid/key/clock problems, not for the moment (whatever the ret).
 ACCESS_REFUSALS = ("appid is invalid", "sign invalid", "time expired")
-
-
-def sign(key: str, t: int) -> str:
-    """`sign = md5(key + t)`, `t` being the signature's UNIX expiry."""
-    return hashlib.md5((key + str(t)).encode(), usedforsecurity=False).hexdigest()
 
 
 def query_string(appid: str, key: str, options: RecordingOptions, window: RecordingWindow, now: datetime) -> str:

@@ -9,7 +9,6 @@ word them in their own protocols through a `Dialect`.
 
 from __future__ import annotations
 
-import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,8 +17,9 @@ from typing import Literal, Protocol
 
 import orjson
 
-from highlight.apis.live_tape_start import INTERFACE, sign
+from highlight.apis.live_tape_start import INTERFACE
 from highlight.recording import CST, MAX_RECORD_SECONDS, format_cst, parse_cst
+from highlight.signing import verify
 from highlight.simulator.config import SimulatorConfig
 
 RET_ACCESS = -1
@@ -216,8 +216,7 @@ def check_access(params: Mapping[str, str], config: SimulatorConfig, now: float)
     # `t` is the signature's expiry, not the time it was made: only a past `t` is refused.
     if not (t.isascii() and t.isdigit() and len(t) <= MAX_T_DIGITS) or int(t) < now:
         return Refusal(RET_ACCESS, "time expired")
-    given = params.get("sign", "").lower().encode()
-    if not hmac.compare_digest(given, sign(config.key, int(t)).encode()):
+    if not verify(config.key, int(t), params.get("sign", "")):
         return Refusal(RET_ACCESS, "sign invalid")
     return None
 

@@ -33,6 +33,32 @@ class SimulatorConfig:
     secret_key: str = "sim-secret-key-tc3"  # noqa: S105 - the simulator's own development value, not a secret
     # Every API refuses every call as if the key were wrong: an outage of our credentials, on demand.
     refuse_credentials: bool = False
+    # --- recording-file notifications, as Live's callback template sends them when a recording ends ---
+    # Where to POST them (`highlight callbacks`' /live/callback); None sends none.
+    callback_url: str | None = None
+    # The callback template's key that signs them; the simulator's own development value.
+    callback_key: str = "sim-callback-key"
+    # Recordings end, and their files are announced, this many times sooner: at 60 a 5-minute recording ends
+    # in 5 s. The notification still gives the recording's real times.
+    time_scale: float = 1.0
+    # Between deliveries of a notification that got no 200 in time; None: Live's minute, scaled.
+    callback_retry_s: float | None = None
+    # Deliveries after the first, as Live retries (every interval, up to 12 times) until it gets a 200.
+    callback_retries: int = 12
+    # An answer slower than this is no answer, as for Live (20 s).
+    callback_timeout_s: float = 20.0
+    # Simulated seconds between a recording's end and its file's notification (scaled like the recording).
+    callback_delay_s: float = 0.0
+    # Deliveries of each notification beyond the acknowledged one, as when Live misses our 200.
+    callback_duplicates: int = 0
+    # Send no task_id, which the documents promise for CreateRecordTask tasks only.
+    callback_omit_task_id: bool = False
+    # Each recording arrives as two files, as when the stream drops halfway.
+    callback_split: bool = False
+    # Every number as a decimal string, as older accounts send them.
+    callback_legacy_numbers: bool = False
+    # With each recording's files, a file of each of these streams, which nobody asked to record.
+    callback_unrelated_streams: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         # Checked here so that a bad runtime change (set_config, /_sim/config) is refused, not half applied.
@@ -52,6 +78,30 @@ class SimulatorConfig:
             raise ValueError("max_running and daily_quota must not be negative")
         if not (math.isfinite(self.clock_skew_tolerance_s) and self.clock_skew_tolerance_s >= 0):
             raise ValueError(f"clock_skew_tolerance_s must be >= 0, got {self.clock_skew_tolerance_s!r}")
+        self._check_callbacks()
+
+    def _check_callbacks(self) -> None:
+        url = self.callback_url
+        if url is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+            raise ValueError(f"callback_url must be an http(s) URL, got {url!r}")
+        if not self.callback_key:
+            raise ValueError("callback_key must not be empty")
+        if not (math.isfinite(self.time_scale) and self.time_scale > 0):
+            raise ValueError(f"time_scale must be > 0, got {self.time_scale!r}")
+        retry = self.callback_retry_s
+        if retry is not None and not (math.isfinite(retry) and retry >= 0):
+            raise ValueError(f"callback_retry_s must be >= 0, got {retry!r}")
+        if not (math.isfinite(self.callback_timeout_s) and self.callback_timeout_s > 0):
+            raise ValueError(f"callback_timeout_s must be > 0, got {self.callback_timeout_s!r}")
+        if not (math.isfinite(self.callback_delay_s) and self.callback_delay_s >= 0):
+            raise ValueError(f"callback_delay_s must be >= 0, got {self.callback_delay_s!r}")
+        if self.callback_retries < 0 or self.callback_duplicates < 0:
+            raise ValueError("callback_retries and callback_duplicates must not be negative")
+
+    @property
+    def callback_interval_s(self) -> float:
+        """Seconds between deliveries of an unacknowledged notification."""
+        return self.callback_retry_s if self.callback_retry_s is not None else 60.0 / self.time_scale
 
 
 def parse_latency(text: str) -> tuple[float, float]:
@@ -137,6 +187,14 @@ def _as_optional_channels(name: str, value: object) -> frozenset[str] | None:
     return None if value is None else _as_channels(name, value)
 
 
+def _as_optional_str(name: str, value: object) -> str | None:
+    return None if value is None else _as_str(name, value)
+
+
+def _as_optional_number(name: str, value: object) -> float | None:
+    return None if value is None else _as_number(name, value)
+
+
 _COERCERS: dict[str, Callable[[str, object], object]] = {
     "appid": _as_str,
     "key": _as_str,
@@ -154,6 +212,18 @@ _COERCERS: dict[str, Callable[[str, object], object]] = {
     "secret_id": _as_str,
     "secret_key": _as_str,
     "refuse_credentials": _as_bool,
+    "callback_url": _as_optional_str,
+    "callback_key": _as_str,
+    "time_scale": _as_number,
+    "callback_retry_s": _as_optional_number,
+    "callback_retries": _as_int,
+    "callback_timeout_s": _as_number,
+    "callback_delay_s": _as_number,
+    "callback_duplicates": _as_int,
+    "callback_omit_task_id": _as_bool,
+    "callback_split": _as_bool,
+    "callback_legacy_numbers": _as_bool,
+    "callback_unrelated_streams": _as_channels,
 }
 
 
@@ -208,6 +278,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-running", type=int, default=400, help="running tasks at once (default: %(default)s)")
     parser.add_argument("--daily-quota", type=int, default=4000, help="tasks per CST day (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible random faults and task ids")
+    notes = parser.add_argument_group("recording-file notifications (Live's callbacks), sent when a recording ends")
+    add = notes.add_argument
+    add(
+        "--callback-url", metavar="URL", help="POST them here, e.g. http://127.0.0.1:8090/live/callback (default: none)"
+    )
+    add("--callback-key", default=defaults.callback_key, help="the callback key that signs them (default: %(default)s)")
+    add("--time-scale", type=float, default=1.0, metavar="X", help="recordings end X times sooner (60: 5 min in 5 s)")
+    add(
+        "--callback-retry-seconds",
+        type=float,
+        metavar="S",
+        help="between deliveries until a 200 (default: Live's 60 s divided by the time scale)",
+    )
+    add("--callback-retries", type=int, default=12, help="deliveries after the first, at most (default: %(default)s)")
+    add("--callback-timeout-seconds", type=float, default=20.0, metavar="S", help="an answer must come within S s")
+    add("--callback-delay-seconds", type=float, default=0.0, metavar="S", help="a file is ready S s after its end")
+    add("--callback-duplicates", type=int, default=0, metavar="N", help="deliver each notification N more times")
+    add("--callback-omit-task-id", action="store_true", help="send no task_id (match by time window)")
+    add("--callback-split", action="store_true", help="each recording arrives as two files")
+    add("--callback-legacy-numbers", action="store_true", help="every number as a decimal string (older accounts)")
+    add(
+        "--callback-unrelated",
+        action="append",
+        metavar="STREAM",
+        help="also announce a file of this stream (repeatable)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
@@ -232,4 +328,16 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         secret_id=args.secret_id,
         secret_key=args.secret_key,
         refuse_credentials=args.refuse_credentials,
+        callback_url=args.callback_url,
+        callback_key=args.callback_key,
+        time_scale=args.time_scale,
+        callback_retry_s=args.callback_retry_seconds,
+        callback_retries=args.callback_retries,
+        callback_timeout_s=args.callback_timeout_seconds,
+        callback_delay_s=args.callback_delay_seconds,
+        callback_duplicates=args.callback_duplicates,
+        callback_omit_task_id=args.callback_omit_task_id,
+        callback_split=args.callback_split,
+        callback_legacy_numbers=args.callback_legacy_numbers,
+        callback_unrelated_streams=frozenset(args.callback_unrelated or ()),
     )

@@ -1,4 +1,5 @@
-"""The simulator's `/_sim/` control routes: what it recorded, its settings, its faults, a reset, a health check.
+"""The simulator's `/_sim/` control routes: what it recorded and announced, its settings, its faults, a reset, a
+health check.
 
 Tests in another process (and the bench) drive the simulator through these.
 """
@@ -13,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from highlight.simulator.config import SimulatorConfig, config_json
+from highlight.simulator.notifier import describe
 
 
 class Controlled(Protocol):
@@ -25,6 +27,9 @@ class Controlled(Protocol):
 
     @property
     def calls(self) -> Sequence[Any]: ...
+
+    @property
+    def notifications(self) -> Sequence[Any]: ...
 
     def set_config(self, **changes: object) -> None: ...
 
@@ -40,6 +45,9 @@ def add_control_routes(app: web.Application, sim: Controlled) -> None:
     async def get_calls(request: web.Request) -> web.Response:
         calls = [{**asdict(call), "task_id": None if call.task_id is None else str(call.task_id)} for call in sim.calls]
         return _json(calls)
+
+    async def get_notifications(request: web.Request) -> web.Response:
+        return _json([describe(note) for note in sim.notifications])
 
     async def get_config(request: web.Request) -> web.Response:
         return _json(config_json(sim.config))
@@ -74,6 +82,7 @@ def add_control_routes(app: web.Application, sim: Controlled) -> None:
 
     app.router.add_get("/_sim/tasks", get_tasks)
     app.router.add_get("/_sim/calls", get_calls)
+    app.router.add_get("/_sim/notifications", get_notifications)
     app.router.add_get("/_sim/config", get_config)
     app.router.add_post("/_sim/config", post_config)
     app.router.add_post("/_sim/faults", post_faults)

@@ -29,6 +29,7 @@ from aiohttp import web
 from highlight.simulator import cloud, http, readonly, rules, v2
 from highlight.simulator.config import SimulatorConfig, coerce_changes
 from highlight.simulator.control import add_control_routes
+from highlight.simulator.notifier import Notifier, SimNotification
 from highlight.simulator.rules import Accepted, Answer
 
 log = structlog.get_logger()
@@ -119,6 +120,8 @@ class LiveSimulator:
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._base: str | None = None
+        # Announces each recording's files to the callback URL when it ends (SimulatorConfig.callback_*).
+        self._notifier = Notifier(clock)
         self.app = web.Application()
         self.app.router.add_route("GET", PATH, self._live_tape_start)
         self.app.router.add_route("POST", PATH, self._live_tape_start)
@@ -139,7 +142,13 @@ class LiveSimulator:
         parsed = [rules.parse_fault(fault) for fault in faults]
         self._faults.setdefault(channel, deque()).extend(parsed)
 
+    @property
+    def notifications(self) -> list[SimNotification]:
+        """Every recording-file notification announced, with the HTTP status of each delivery."""
+        return self._notifier.sent
+
     def reset(self) -> None:
+        self._notifier.reset()
         self.calls.clear()
         self.tasks.clear()
         self.reads.clear()
@@ -182,6 +191,7 @@ class LiveSimulator:
         except BaseException:
             await runner.cleanup()
             raise
+        await self._notifier.start()
         self._runner = runner
         # The bound address, not `host`: "localhost" with port 0 may bind ::1 and 127.0.0.1 on two ports.
         bound_host, bound_port = runner.addresses[0][:2]
@@ -196,6 +206,7 @@ class LiveSimulator:
             return
         # Wakes hanging calls (they drop their connection) and cuts latency short, so cleanup is prompt.
         self._stopping.set()
+        await self._notifier.stop()
         await runner.cleanup()
         self._base = None
 
@@ -348,6 +359,12 @@ class LiveSimulator:
         self.tasks.append(task)
         heapq.heappush(self._running_ends, task.effective_end)
         self._created_per_day[rules.cst_day(now)] += 1
+        # A real-time recording starts at the call; a scheduled one at its start time.
+        start = max(now, rules.cst_seconds(accepted.start_time) or now)
+        self._notifier.schedule(
+            task.channel_id, task_id, int(start), int(task.effective_end), now, task.params,
+            config=self.config, appid=self.config.appid,
+        )  # fmt: skip
         return task
 
     def _running(self, now: float) -> int:

@@ -1,12 +1,16 @@
-"""highlight: Kafka highlight moments in, real-time Tencent Cloud Live recordings out, one result per moment.
+"""highlight: Kafka highlight moments in, real-time Tencent Cloud Live recordings out, one result per moment,
+and a clip event (the video URL) per recording file.
 
 Where things live:
 - the pipeline: `service` (composition root, consumer loop, commits, rebalances), `recorder` (one record:
-  dead letter, re-key, or dedup → budget → call → state → result), `last_resort` (around every record: what
-  fails on every retry is dead-lettered), `lanes` (key-ordered concurrency, commit points), `outage` (pause and
-  probe while the API is unusable), `admission` (wait for room in the budget);
+  dead letter, re-key, or dedup → budget → call → state → result), `clipper` (one recording file → one
+  clip), `last_resort` (around every record: what fails on every retry is dead-lettered), `lanes` (key-ordered
+  concurrency, commit points), `outage` (pause and probe while the API is unusable), `admission` (wait for
+  room in the budget);
 - the domain, pure: `moment`, `recording` (window, options, CST, clamps), `dedup` (both modes), `budget` (the
-  account's limits), `results`, `dead_letters`; `state` keeps the dedup table durable;
+  account's limits), `results`, `dead_letters`, `clips` (which recording a file belongs to, the clip event),
+  `signing` (md5(key + t)); `state` keeps the dedup table durable;
+- `callbacks/`: `highlight callbacks`, the receiver of Tencent Cloud Live's event notifications;
 - `apis/`: the recording APIs, one interface, one error policy and one module per API; adapters that classify
   library errors: `live` (aiohttp), `kafka` (aiokafka; `kafka_records` reads batches aiokafka refuses, `topics`
   waits for and prepares the topics); `broker`: the embedded broker for the demo, tests and bench;

@@ -1,5 +1,5 @@
-"""`highlight run | check | dlq replay | simulate-live | demo`: the only place that reads the environment and
-handles signals."""
+"""`highlight run | callbacks | check | dlq replay | simulate-live | demo`: the only place that reads the
+environment and handles signals."""
 
 from __future__ import annotations
 
@@ -68,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_arguments(dlq_replay)
     config.add_arguments(dlq_replay, uses_live=False)
 
+    callbacks = commands.add_parser(
+        "callbacks",
+        help="serve the receiver of Tencent Cloud Live's recording notifications",
+        description="Take Live's event notifications on POST /live/callback (the callback template's URL, behind "
+        "HTTPS), check their signature, and store them in the callbacks topic before answering 200; `highlight "
+        "run` turns recording files into clip events. Every flag has an environment variable; the flag wins.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    config.add_arguments(callbacks, config.CALLBACKS)
+
     from highlight import simulator
 
     simulate = commands.add_parser(
@@ -97,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args)
     if args.command == "dlq":
         return _dlq_replay(args)
+    if args.command == "callbacks":
+        return _callbacks(args)
     if args.command == "simulate-live":
         return _simulate(args)
     from highlight import demo
@@ -158,6 +170,28 @@ async def _unless_stopped(starting: Coroutine[Any, Any, object], stop: asyncio.E
         return False
     task.result()  # its error, if it failed
     return True
+
+
+def _callbacks(args: argparse.Namespace) -> int:
+    try:
+        settings = config.load_receiver(os.environ, args)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    logs.configure(settings.log_format, settings.log_level, secrets=logs.secrets_of(settings))
+
+    from highlight.callbacks.receiver import Receiver
+
+    async def serve(stop: asyncio.Event) -> None:
+        receiver = Receiver(settings)
+        # Start-up may wait a while for the brokers and the moments topic: a signal meanwhile ends it there.
+        if not await _unless_stopped(receiver.__aenter__(), stop):
+            return
+        try:
+            await stop.wait()
+        finally:
+            await receiver.stop()
+
+    return _serve_with_signals(serve)
 
 
 def _serve_with_signals(serve: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> int:

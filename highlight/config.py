@@ -1,7 +1,9 @@
-"""Configuration, built once: environment, then `highlight run --flags` on top, into frozen dataclasses.
+"""Configuration, built once: environment, then the command's `--flags` on top, into frozen dataclasses.
 
 Nothing else in the package reads `os.environ`. Each setting is declared once in `highlight.config_table`; the
-CLI builds its flags and `--help` from the same table, so a name cannot drift between the two.
+CLI builds its flags and `--help` from the same table, so a name cannot drift between the two. Each command
+reads only its own settings (`load` for `highlight run`, `load_receiver` for `highlight callbacks`): the
+receiver neither asks for the Live API's credentials nor trips over them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from highlight.budget import Limits
 from highlight.config_table import (
+    CALLBACKS,
     DEFAULT_LIVE_URLS,
     ENV_DEFAULTS,
     KAFKA_SASL_MECHANISMS,
@@ -20,9 +23,11 @@ from highlight.config_table import (
     LIVE_APIS,
     MAX_MOMENT_BYTES_LIMIT,
     REQUEST_HEADROOM_BYTES,
+    RUN,
     SETTINGS,
     Setting,
     add_arguments,
+    settings_of,
 )
 from highlight.errors import ConfigError
 
@@ -30,22 +35,28 @@ _SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
 _TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
 
 __all__ = [
+    "CALLBACKS",
     "DEFAULT_LIVE_URLS",
     "ENV_DEFAULTS",
     "KAFKA_SASL_MECHANISMS",
     "KAFKA_SECURITY_PROTOCOLS",
     "LIVE_APIS",
     "MAX_MOMENT_BYTES_LIMIT",
+    "RUN",
     "SETTINGS",
+    "CallbackSettings",
     "KafkaSettings",
     "Limits",
     "LiveSettings",
+    "ReceiverSettings",
     "RecorderSettings",
     "Secret",
     "Setting",
     "Settings",
     "add_arguments",
     "load",
+    "load_receiver",
+    "settings_of",
 ]
 
 
@@ -95,6 +106,8 @@ class KafkaSettings:
     ssl_certfile: str | None
     ssl_keyfile: str | None
     ssl_key_password: Secret | None
+    callbacks_topic: str
+    clips_topic: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +141,13 @@ class RecorderSettings:
     max_unprocessable_in_a_row: int
     dedup_mode: str
     min_cover_seconds: int
+    clip_wait_seconds: int
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """What `highlight run` reads."""
+
     kafka: KafkaSettings
     live: LiveSettings
     recorder: RecorderSettings
@@ -142,15 +158,70 @@ class Settings:
     budget: Limits
 
 
+@dataclass(frozen=True, slots=True)
+class CallbackSettings:
+    key: Secret
+    port: int
+    grace_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverSettings:
+    """What `highlight callbacks` reads. Its `kafka` holds the table's defaults for what only `run` reads."""
+
+    kafka: KafkaSettings
+    callbacks: CallbackSettings
+    metrics_port: int
+    log_format: str
+    log_level: str
+
+
 def load(environ: Mapping[str, str], flags: argparse.Namespace | None = None, *, uses_live: bool = True) -> Settings:
-    """Settings from the environment with flags on top; the first bad setting raises `ConfigError`.
+    """`highlight run`'s settings (also those of the operator tools configured like it) from the environment with
+    flags on top; the first bad setting raises `ConfigError`.
 
     `uses_live=False` is for a command that never calls the Live API (`highlight dlq replay`): the chosen API's
     credentials are then not required. Whatever is given is still parsed and checked, so one environment serves
     every command, and a typo shows wherever it is read.
     """
+    values = _values(environ, flags, RUN)
+    # Only after every value is parsed: which settings are required depends on the api, wherever it is listed.
+    api: str = values["live_api"]
+    for setting in SETTINGS:
+        if uses_live and api in setting.required_by and values[setting.attr] is None:
+            raise ConfigError(f"{setting.env} is required when HIGHLIGHT_LIVE_API={api} (or pass {setting.flag})")
+    return _build(values)
+
+
+def load_receiver(environ: Mapping[str, str], flags: argparse.Namespace | None = None) -> ReceiverSettings:
+    """`highlight callbacks`'s settings, as `load` does for `run`."""
+    values = _values(environ, flags, CALLBACKS)
+    kafka = _kafka(values)
+    if kafka.callbacks_topic == kafka.moments_topic:
+        raise ConfigError("HIGHLIGHT_MOMENTS_TOPIC and HIGHLIGHT_CALLBACKS_TOPIC must differ")
+    _check_kafka_security(kafka)
+    return ReceiverSettings(
+        kafka=kafka,
+        callbacks=CallbackSettings(
+            key=values["callback_key"],
+            port=values["callback_port"],
+            grace_seconds=values["callback_grace_seconds"],
+        ),
+        metrics_port=values["metrics_port"],
+        log_format=values["log_format"],
+        log_level=values["log_level"],
+    )
+
+
+def _values(environ: Mapping[str, str], flags: argparse.Namespace | None, command: str) -> dict[str, Any]:
+    """Every setting of `command` from the environment with flags on top; the others keep their defaults."""
+    ours = settings_of(command)
+    read = {setting.env for setting in ours}
     values: dict[str, Any] = {}
     for setting in SETTINGS:
+        if setting.env not in read:
+            values[setting.attr] = None if setting.default is None else setting.parse(setting.default)
+            continue
         raw = getattr(flags, setting.attr, None) if flags is not None else None
         source = setting.flag
         if raw is None:
@@ -165,17 +236,15 @@ def load(environ: Mapping[str, str], flags: argparse.Namespace | None = None, *,
         except ValueError as exc:
             raise ConfigError(f"{source} {exc}") from None
         values[setting.attr] = Secret(value) if setting.secret else value
-    # Only after every value is parsed: which settings are required depends on the api, wherever it is listed.
-    api: str = values["live_api"]
-    for setting in SETTINGS:
-        if uses_live and api in setting.required_by and values[setting.attr] is None:
-            raise ConfigError(f"{setting.env} is required when HIGHLIGHT_LIVE_API={api} (or pass {setting.flag})")
-    return _build(values)
+    for setting in ours:
+        if setting.required and values[setting.attr] is None:
+            raise ConfigError(f"{setting.env} is required (or pass {setting.flag})")
+    return values
 
 
-def _build(v: dict[str, Any]) -> Settings:
+def _kafka(v: dict[str, Any]) -> KafkaSettings:
     group_id: str = v["group_id"]
-    kafka = KafkaSettings(
+    return KafkaSettings(
         bootstrap_servers=v["kafka_bootstrap_servers"],
         moments_topic=v["moments_topic"],
         results_topic=v["results_topic"],
@@ -197,17 +266,26 @@ def _build(v: dict[str, Any]) -> Settings:
         ssl_certfile=v["kafka_ssl_certfile"],
         ssl_keyfile=v["kafka_ssl_keyfile"],
         ssl_key_password=v["kafka_ssl_key_password"],
+        callbacks_topic=v["callbacks_topic"],
+        clips_topic=v["clips_topic"],
     )
+
+
+def _build(v: dict[str, Any]) -> Settings:
+    kafka = _kafka(v)
     topics = [
         kafka.moments_topic,
         kafka.results_topic,
         kafka.dlq_topic,
         kafka.state_topic,
         kafka.repartition_topic,
+        kafka.callbacks_topic,
+        kafka.clips_topic,
     ]
     if len(set(topics)) != len(topics):
         raise ConfigError(
-            "HIGHLIGHT_MOMENTS_TOPIC, _RESULTS_TOPIC, _DLQ_TOPIC, _STATE_TOPIC and _REPARTITION_TOPIC must differ"
+            "HIGHLIGHT_MOMENTS_TOPIC, _RESULTS_TOPIC, _DLQ_TOPIC, _STATE_TOPIC, _REPARTITION_TOPIC, "
+            "_CALLBACKS_TOPIC and _CLIPS_TOPIC must differ"
         )
     _check_kafka_security(kafka)
     api: str = v["live_api"]
@@ -239,6 +317,7 @@ def _build(v: dict[str, Any]) -> Settings:
         max_unprocessable_in_a_row=v["max_unprocessable_in_a_row"],
         dedup_mode=v["dedup_mode"],
         min_cover_seconds=v["min_cover_seconds"],
+        clip_wait_seconds=v["clip_wait_seconds"],
     )
     budget = Limits(
         running=v["max_running_recordings"],

@@ -36,6 +36,15 @@ MAX_REQUEST_BYTES_LIMIT = 128 * 1024 * 1024
 # What a result or a re-keyed copy adds to a moment (ids, times, headers): the room the request limit must leave.
 REQUEST_HEADROOM_BYTES = 16 * 1024
 
+# --- the commands that read settings ----------------------------------------------------------------
+
+RUN = "run"
+CALLBACKS = "callbacks"
+COMMANDS: tuple[str, ...] = (RUN, CALLBACKS)
+# Kafka's address and security, the moments topic (its partition count places every channel), the metrics
+# port and the logs: what the recorder and the callback receiver both need.
+SHARED: tuple[str, ...] = (RUN, CALLBACKS)
+
 
 # --- parsers: each returns the value or raises ValueError with a reason -----------------------------
 
@@ -151,6 +160,10 @@ class Setting:
     metavar: str | None = None
     # What `--help` says when the table has no default but one is derived (the Live URL follows the api).
     default_help: str | None = None
+    # The commands that read it: a command neither offers the flag of a setting it does not use nor asks for it.
+    commands: tuple[str, ...] = (RUN,)
+    # Required by every command that reads it (as opposed to `required_by`, which depends on the Live API).
+    required: bool = False
     attr: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -158,6 +171,10 @@ class Setting:
         unknown = set(self.required_by) - set(LIVE_APIS)
         if unknown:
             raise ValueError(f"{self.env}: required_by names unknown Live APIs {sorted(unknown)}")
+        if not self.commands or set(self.commands) - set(COMMANDS):
+            raise ValueError(f"{self.env}: commands must be some of {', '.join(COMMANDS)}, got {self.commands!r}")
+        if self.required_by and self.commands != (RUN,):
+            raise ValueError(f"{self.env}: only `run` calls a Live API, so only its settings can depend on one")
 
     @property
     def flag(self) -> str:
@@ -167,8 +184,18 @@ class Setting:
 _SECRET_APIS = ("create_record", "create_live_record")
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("HIGHLIGHT_KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka brokers, comma-separated host:port."),
-    Setting("HIGHLIGHT_MOMENTS_TOPIC", "highlight.moments", "Input topic of highlight moments."),
+    Setting(
+        "HIGHLIGHT_KAFKA_BOOTSTRAP_SERVERS",
+        "localhost:9092",
+        "Kafka brokers, comma-separated host:port.",
+        commands=SHARED,
+    ),
+    Setting(
+        "HIGHLIGHT_MOMENTS_TOPIC",
+        "highlight.moments",
+        "Input topic of highlight moments; its partition count fixes the others'.",
+        commands=SHARED,
+    ),
     Setting("HIGHLIGHT_RESULTS_TOPIC", "highlight.recordings", "Output topic of results, keyed by channel_id."),
     Setting(
         "HIGHLIGHT_DLQ_TOPIC",
@@ -185,6 +212,51 @@ SETTINGS: tuple[Setting, ...] = (
         "HIGHLIGHT_REPARTITION_TOPIC",
         None,
         "Internal topic re-keying moments whose Kafka key is not their channel_id (default: <group id>.repartition).",
+    ),
+    Setting(
+        "HIGHLIGHT_CALLBACKS_TOPIC",
+        "highlight.callbacks",
+        "Tencent Cloud Live's event notifications as received, original bytes, on their channel's home partition; "
+        "created if missing with the moments topic's partition count.",
+        commands=SHARED,
+    ),
+    Setting(
+        "HIGHLIGHT_CLIPS_TOPIC",
+        "highlight.clips",
+        "Output topic of clip events (a recording's file and its video URL), keyed by channel_id.",
+    ),
+    Setting(
+        "HIGHLIGHT_CLIP_WAIT_SECONDS",
+        "3600",
+        "How long after a recording's window ends its files are still matched to it (its state lives that long).",
+        _int_between(0, 7 * 86_400),
+        metavar="SECONDS",
+    ),
+    Setting(
+        "HIGHLIGHT_CALLBACK_KEY",
+        None,
+        "The callback key of the Live callback template, which signs every notification (secret; on legacy "
+        "accounts the same key as HIGHLIGHT_LIVE_KEY).",
+        secret=True,
+        commands=(CALLBACKS,),
+        required=True,
+    ),
+    Setting(
+        "HIGHLIGHT_CALLBACK_PORT",
+        "8090",
+        "Port serving POST /live/callback, the URL of the Live callback template (0 picks a free port).",
+        _int_between(0, 65535),
+        metavar="PORT",
+        commands=(CALLBACKS,),
+    ),
+    Setting(
+        "HIGHLIGHT_CALLBACK_GRACE_SECONDS",
+        "900",
+        "How long after its expiry `t` a notification is still accepted (Live re-sends for about 12 minutes, "
+        "possibly with the first `t`).",
+        _int_between(0, 86_400),
+        metavar="SECONDS",
+        commands=(CALLBACKS,),
     ),
     Setting(
         "HIGHLIGHT_LIVE_API",
@@ -351,6 +423,7 @@ SETTINGS: tuple[Setting, ...] = (
         f"65536..{MAX_REQUEST_BYTES_LIMIT}.",
         _int_between(64 * 1024, MAX_REQUEST_BYTES_LIMIT),
         metavar="BYTES",
+        commands=SHARED,
     ),
     Setting(
         "HIGHLIGHT_KAFKA_STARTUP_TIMEOUT_SECONDS",
@@ -359,25 +432,29 @@ SETTINGS: tuple[Setting, ...] = (
         "backoff and one log line per attempt (0: try once).",
         _float_above(0, inclusive=True),
         metavar="SECONDS",
+        commands=SHARED,
     ),
     Setting(
         "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL",
         "PLAINTEXT",
         "How every Kafka client connects: " + ", ".join(KAFKA_SECURITY_PROTOCOLS) + ".",
         _choice(*KAFKA_SECURITY_PROTOCOLS),
+        commands=SHARED,
     ),
     Setting(
         "HIGHLIGHT_KAFKA_SASL_MECHANISM",
         None,
         "SASL mechanism, with a SASL_* protocol: " + ", ".join(KAFKA_SASL_MECHANISMS) + ".",
         _choice(*KAFKA_SASL_MECHANISMS),
+        commands=SHARED,
     ),
-    Setting("HIGHLIGHT_KAFKA_SASL_USERNAME", None, "SASL user name, with a SASL_* protocol."),
+    Setting("HIGHLIGHT_KAFKA_SASL_USERNAME", None, "SASL user name, with a SASL_* protocol.", commands=SHARED),
     Setting(
         "HIGHLIGHT_KAFKA_SASL_PASSWORD",
         None,
         "SASL password, with a SASL_* protocol (secret).",
         secret=True,
+        commands=SHARED,
     ),
     Setting(
         "HIGHLIGHT_KAFKA_SSL_CAFILE",
@@ -385,6 +462,7 @@ SETTINGS: tuple[Setting, ...] = (
         "CA bundle (PEM) that verifies the brokers, with SSL or SASL_SSL (default: the system CAs).",
         _readable_file,
         metavar="FILE",
+        commands=SHARED,
     ),
     Setting(
         "HIGHLIGHT_KAFKA_SSL_CERTFILE",
@@ -392,6 +470,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Client certificate (PEM) for brokers that require one, with SSL or SASL_SSL; may hold the key too.",
         _readable_file,
         metavar="FILE",
+        commands=SHARED,
     ),
     Setting(
         "HIGHLIGHT_KAFKA_SSL_KEYFILE",
@@ -399,12 +478,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Private key (PEM) of the client certificate, when it is not in the certificate file.",
         _readable_file,
         metavar="FILE",
+        commands=SHARED,
     ),
     Setting(
         "HIGHLIGHT_KAFKA_SSL_KEY_PASSWORD",
         None,
         "Password of an encrypted client private key (secret).",
         secret=True,
+        commands=SHARED,
     ),
     Setting(
         "HIGHLIGHT_GROUP_INSTANCE_ID",
@@ -417,6 +498,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Port for /metrics, /healthz and /readyz (0 disables).",
         _int_between(0, 65535),
         metavar="PORT",
+        commands=SHARED,
     ),
     Setting(
         "HIGHLIGHT_LIVE_TIMEOUT_SECONDS",
@@ -477,25 +559,35 @@ SETTINGS: tuple[Setting, ...] = (
         "auto",
         "Log format: json, console, or auto (console on a TTY).",
         _choice("auto", "json", "console"),
+        commands=SHARED,
     ),
-    Setting("HIGHLIGHT_LOG_LEVEL", "info", "Log level.", _choice("debug", "info", "warning", "error")),
+    Setting("HIGHLIGHT_LOG_LEVEL", "info", "Log level.", _choice("debug", "info", "warning", "error"), commands=SHARED),
 )
 
 ENV_DEFAULTS: dict[str, str | None] = {s.env: s.default for s in SETTINGS}
 
 
-def add_arguments(parser: argparse.ArgumentParser, *, uses_live: bool = True) -> None:
-    """One flag per setting; flags default to None so the environment shows through.
+def settings_of(command: str) -> tuple[Setting, ...]:
+    """The settings `highlight <command>` reads, in table order (`run`'s: also the operator tools')."""
+    if command not in COMMANDS:
+        raise ValueError(f"unknown command {command!r}; known: {', '.join(COMMANDS)}")
+    return tuple(setting for setting in SETTINGS if command in setting.commands)
 
-    Every command takes every setting, so one environment serves them all; `uses_live=False` (a command that never
-    calls the Live API) says so in `--help` instead of calling the API's credentials required.
+
+def add_arguments(parser: argparse.ArgumentParser, command: str = RUN, *, uses_live: bool = True) -> None:
+    """One flag per setting `command` reads; flags default to None so the environment shows through.
+
+    `uses_live=False` (a command that never calls the Live API) says so in `--help` instead of calling the API's
+    credentials required.
     """
     group = parser.add_argument_group("settings (each flag overrides its environment variable)")
-    for setting in SETTINGS:
+    for setting in settings_of(command):
         if setting.required_by and not uses_live:
             default = "not needed by this command"
         elif setting.required_by:
             default = f"required when HIGHLIGHT_LIVE_API={' or '.join(setting.required_by)}"
+        elif setting.required:
+            default = "required"
         else:
             default = setting.default_help or setting.default or "unset"
         if setting.secret:

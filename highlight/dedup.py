@@ -23,6 +23,9 @@ answered before it, so a redelivery is answered alike):
 - `bucket` takes a window-mode recording whose window covers a moment, and answers a redelivered moment that
   started one from its own entry, so it never starts a second recording for a covered moment.
 Both last only as long as the other mode's entries do (minutes: see `keep_until`); then each mode is itself.
+
+A recording's entry also remembers the files it has published clips for (`highlight.clipper`), and is kept
+until its files are no longer awaited (HIGHLIGHT_CLIP_WAIT_SECONDS after its window, see `keep_until`).
 """
 
 from __future__ import annotations
@@ -79,6 +82,8 @@ class Entry:
     request_id: str | None = None
     # For `skipped`: the limit that had no room (`running_limit`, `daily_limit`).
     reason: str | None = None
+    # The recording files (Live's file_id) a clip was published for, in the order they were: each gets one.
+    clipped_files: tuple[str, ...] = ()
 
 
 def encode_key(key: DedupKey) -> bytes:
@@ -111,6 +116,8 @@ def encode_entry(entry: Entry) -> bytes:
             document[name] = value
     if entry.attempts:
         document["attempts"] = entry.attempts
+    if entry.clipped_files:
+        document["clipped_files"] = list(entry.clipped_files)
     return orjson.dumps(document)
 
 
@@ -128,7 +135,14 @@ def decode_entry(raw: bytes) -> Entry:
         api=document.get("api"),
         request_id=document.get("request_id"),
         reason=document.get("reason"),
+        clipped_files=_file_ids(document.get("clipped_files", [])),
     )
+
+
+def _file_ids(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(file_id, str) for file_id in value):
+        raise ValueError(f"clipped_files must be a list of strings, got {value!r}")
+    return tuple(value)
 
 
 def expires_at(bucket: int, bucket_seconds: int, max_event_age_seconds: int) -> int:
@@ -189,6 +203,7 @@ def keep_until(
     bucket_seconds: int,
     max_event_age_seconds: int,
     keep_days: bool,
+    clip_wait_seconds: int = 0,
 ) -> float:
     """The UNIX second after which an entry may be deleted.
 
@@ -198,13 +213,15 @@ def keep_until(
     limit (`keep_days`), until the CST day its window started on is over, so that day's count survives a
     restart. Those are the only entries kept past their bucket, so the memory this costs is bounded by the
     limits: about one running share plus one day's share of entries per instance (a few hundred bytes each).
+    And it is kept until `clip_wait_seconds` after its window's end, so that a recording file arriving by then
+    still finds its recording (and the files already clipped): about that many seconds' recordings more.
     """
     until: float = expires_at(key[1], bucket_seconds, max_event_age_seconds)
     span = recording_span(value)
     if span is None:
         return until
     start, end = span
-    until = max(until, end + max_event_age_seconds + EXPIRY_GRACE_SECONDS)
+    until = max(until, end + max(max_event_age_seconds, clip_wait_seconds) + EXPIRY_GRACE_SECONDS)
     if keep_days:
         until = max(until, next_cst_midnight(start) + EXPIRY_GRACE_SECONDS)
     return until

@@ -138,9 +138,14 @@ async def _close_within(closing: Coroutine[Any, Any, None], client: str) -> None
 
 
 class Producer:
-    """acks=all and await every send: callers act only on records the brokers hold."""
+    """acks=all and await every send: callers act only on records the brokers hold.
 
-    def __init__(self, settings: KafkaSettings) -> None:
+    `request_timeout_ms` bounds how long a record may wait for the brokers: past it, aiokafka fails the record
+    instead of holding it for a later delivery, so a caller told "failed" can trust nothing went out later.
+    """
+
+    def __init__(self, settings: KafkaSettings, *, request_timeout_ms: int | None = None) -> None:
+        timeouts = {} if request_timeout_ms is None else {"request_timeout_ms": request_timeout_ms}
         self._producer = aiokafka.AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers,
             client_id=CLIENT_ID,
@@ -153,9 +158,18 @@ class Producer:
             max_batch_size=256 * 1024,
             # Set, not left at aiokafka's default: dead letters are cut to fit it (`highlight.results`).
             max_request_size=settings.max_request_bytes,
+            **timeouts,
             **client_options(settings),
         )
         self._started = False
+
+    async def reachable(self) -> bool:
+        """Whether a broker answers a metadata request now (for all topics: naming one might auto-create it)."""
+        try:
+            await self._producer.client.fetch_all_metadata()
+        except aiokafka.errors.KafkaError:
+            return False
+        return True
 
     async def __aenter__(self) -> Producer:
         async with broker_errors("producer start"):

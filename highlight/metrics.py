@@ -24,6 +24,13 @@ CALL_RESULTS = ("started", "refused", "rate_limited", "limit_reached", "unreacha
 SKIP_REASONS = ("running_limit", "daily_limit")
 LIMITS = ("running", "daily")
 OUTAGE_REASONS = ("credentials", "unreachable")
+MATCHED_BY = ("task_id", "window")
+# Records of the callbacks topic that make no clip and are not recording files.
+IGNORED_CALLBACKS = ("other_event", "unreadable", "misplaced")
+# What the receiver answered: `stored` is the 200; the others are 401, 401, 400, 413 and 503.
+VERDICTS = ("stored", "bad_sign", "expired", "malformed", "too_large", "kafka_unavailable")
+# Seconds from a recording window's end to its clip: Live usually needs a few minutes for a file.
+CLIP_DELAY_BUCKETS = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
 
 LagSource = Callable[[], Iterable[tuple[str, int, int]]]
 # Per limit (`running`, `daily`): recordings counted against this instance's share, and that share.
@@ -159,6 +166,31 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("highlight_ready", "1 when /readyz answers 200.", registry=r)
+        self.clips = Counter(
+            "highlight_clips_total", "Clip events published, by how the file was matched.", ["matched_by"], registry=r
+        )
+        self.clip_delay_seconds = Histogram(
+            "highlight_clip_delay_seconds",
+            "Seconds from a recording window's end to its clip's publication (0 for a file ready before the end).",
+            buckets=CLIP_DELAY_BUCKETS,
+            registry=r,
+        )
+        self.files_unmatched = Counter(
+            "highlight_clip_files_unmatched_total",
+            "Recording files that matched no recording this service started (no clip).",
+            registry=r,
+        )
+        self.file_repeats = Counter(
+            "highlight_clip_file_repeats_total",
+            "Recording-file notifications for a file whose clip was already published (Live re-sends).",
+            registry=r,
+        )
+        self.callbacks_ignored = Counter(
+            "highlight_callbacks_ignored_total",
+            "Records of the callbacks topic that are not recording-file notifications, by reason.",
+            ["reason"],
+            registry=r,
+        )
         # Pre-create the label sets an alert or dashboard expects, so a rate() has a zero to start from.
         for outcome in OUTCOMES:
             self.moments.labels(outcome)
@@ -170,6 +202,10 @@ class Metrics:
         self.dead_letters.labels("unprocessable")
         for reason in SKIP_REASONS:
             self.skipped.labels(reason)
+        for matched_by in MATCHED_BY:
+            self.clips.labels(matched_by)
+        for reason in IGNORED_CALLBACKS:
+            self.callbacks_ignored.labels(reason)
 
     def call_succeeded(self) -> None:
         self._last_success = time.monotonic()
@@ -179,3 +215,31 @@ class Metrics:
 
     def watch_budget(self, source: BudgetSource) -> None:
         self._budget.source = source
+
+
+class ReceiverMetrics:
+    """The instruments of `highlight callbacks`, in a registry of their own: a receiver has no moments."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        Info("highlight_build", "The running version.", registry=r).info(
+            {"version": __version__, "python": platform.python_version()}
+        )
+        self.notifications = Counter(
+            "highlight_callback_notifications_total",
+            "Live event notifications received, by event type and what the receiver made of them.",
+            ["event_type", "verdict"],
+            registry=r,
+        )
+        self.store_seconds = Histogram(
+            "highlight_callback_store_seconds",
+            "Time to store one authentic notification in the callbacks topic (acknowledged), or to give up.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.ready = Gauge("highlight_callbacks_ready", "1 when the receiver's /readyz answers 200.", registry=r)
+        for verdict in VERDICTS:
+            self.notifications.labels("100", verdict)
+        for verdict in ("malformed", "too_large"):
+            self.notifications.labels("unknown", verdict)

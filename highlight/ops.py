@@ -9,7 +9,7 @@ from types import TracebackType
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from highlight.metrics import Metrics
+from highlight.metrics import Metrics, ReceiverMetrics
 
 # The consumer loop polls at least every second; silence this long means it is stuck.
 STALL_SECONDS = 30.0
@@ -18,7 +18,7 @@ STALL_SECONDS = 30.0
 class OpsServer:
     def __init__(
         self,
-        metrics: Metrics,
+        metrics: Metrics | ReceiverMetrics,
         port: int,
         *,
         host: str = "0.0.0.0",  # noqa: S104 -- probes and scrapers come from outside the container

@@ -16,6 +16,7 @@ import orjson
 
 MOMENT_SCHEMA = "highlight-moment.schema.json"
 RESULT_SCHEMA = "recording-result.schema.json"
+CLIP_SCHEMA = "recording-clip.schema.json"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 

@@ -21,6 +21,7 @@ from aiolimiter import AsyncLimiter
 from highlight.admission import Admissions
 from highlight.apis import backend_for
 from highlight.budget import DAILY_LIMIT, RUNNING_LIMIT, Budget
+from highlight.clipper import Clipper
 from highlight.config import Settings
 from highlight.dedup import WINDOW_MODE
 from highlight.errors import HighlightError
@@ -101,6 +102,7 @@ class Service(RebalanceHandler):
                 clock=self._unix_clock,
                 budget=self._budget,
                 window_mode=self.settings.recorder.dedup_mode == WINDOW_MODE,
+                clip_wait_seconds=self.settings.recorder.clip_wait_seconds,
             )
             live = await stack.enter_async_context(
                 LiveClient(
@@ -122,6 +124,14 @@ class Service(RebalanceHandler):
                 clock=self._clock,
                 dead_letter_bytes=topics.dlq_max_message_bytes,
             )
+            self._clipper = Clipper(
+                self.settings,
+                partitions=self.partitions,
+                producer=self._producer,
+                state=self._state,
+                metrics=self.metrics,
+                clock=self._clock,
+            )
             if self.settings.metrics_port:
                 ops = OpsServer(
                     self.metrics,
@@ -131,7 +141,9 @@ class Service(RebalanceHandler):
                 )
                 await stack.enter_async_context(ops)
                 self.ops_port = ops.port
-            self._consumer = GroupConsumer(kafka, [kafka.moments_topic, kafka.repartition_topic], self)
+            # Partition i of all three holds the same channels (their home): range assignment keeps them together.
+            subscribed = [kafka.moments_topic, kafka.repartition_topic, kafka.callbacks_topic]
+            self._consumer = GroupConsumer(kafka, subscribed, self)
             self.metrics.watch_lag(self._lag)
             # Read at scrape time: exact, and nothing to keep in step on the hot path.
             self.metrics.in_flight.set_function(self._tracker.in_flight)
@@ -151,6 +163,8 @@ class Service(RebalanceHandler):
             "service_started",
             brokers=kafka.bootstrap_servers,
             moments_topic=kafka.moments_topic,
+            callbacks_topic=kafka.callbacks_topic,
+            clips_topic=kafka.clips_topic,
             partitions=self.partitions,
             group_id=kafka.group_id,
             group_instance_id=kafka.group_instance_id,
@@ -276,7 +290,10 @@ class Service(RebalanceHandler):
                     continue
                 # Where we started, until the first commit: lag is measured from a known position.
                 self._committed.setdefault(record.source, record.offset)
-                routed = self._recorder.route(record)
+                if record.topic == self.settings.kafka.callbacks_topic:
+                    routed = self._clipper.route(record)
+                else:
+                    routed = self._recorder.route(record)
                 self._tracker.track(record.source, record.offset)
                 self._runner.submit(routed.lane, Job(record.source, record.offset, routed.run))
             if rewind:

@@ -63,6 +63,7 @@ class StateStore:
         clock: Callable[[], float] = time.time,
         budget: Budget | None = None,
         window_mode: bool = False,
+        clip_wait_seconds: int = 0,
     ) -> None:
         self._topic = topic
         self._producer = producer
@@ -70,6 +71,7 @@ class StateStore:
         self._bucket_seconds = bucket_seconds
         self._max_age = max_event_age_seconds
         self._clock = clock
+        self._clip_wait = clip_wait_seconds
         self._budget = budget
         # With a daily limit, a recording's entry is kept until its CST day is over (`keep_until`).
         self._keep_days = budget is not None and budget.tracking and budget.limits.daily > 0
@@ -118,6 +120,19 @@ class StateStore:
             entry = self.get(index, key)
             if entry is not None:
                 found[key] = entry
+        return found
+
+    def recordings(self, index: int, channel_id: str, buckets: range) -> list[tuple[DedupKey, Entry]]:
+        """The entries of `channel_id` whose bucket is in `buckets`: its bucket keys', and its indexed window keys'
+        (`highlight.clips` narrows the buckets a recording file can belong to)."""
+        keys: set[DedupKey] = {(channel_id, bucket) for bucket in buckets}
+        indexed = self._channels.get(index, {}).get(channel_id, ())
+        keys.update(key for key in indexed if key[1] in buckets)
+        found = []
+        for key in sorted(keys):
+            entry = self.get(index, key)
+            if entry is not None:
+                found.append((key, entry))
         return found
 
     async def put(self, index: int, key: DedupKey, entry: Entry | None) -> None:
@@ -239,6 +254,7 @@ class StateStore:
             bucket_seconds=self._bucket_seconds,
             max_event_age_seconds=self._max_age,
             keep_days=self._keep_days,
+            clip_wait_seconds=self._clip_wait,
         )
 
     def _index(self, index: int, key: DedupKey, present: bool) -> None:
@@ -291,4 +307,7 @@ def _in_doubt(entry: Entry) -> Entry:
         error_code="in_doubt",
         error_message="the call was cut off before its outcome was recorded; it is never re-sent",
         attempts=entry.attempts,
+        # The API that was called: an answer from this entry (and a clip of its recording) names it.
+        api=entry.api,
+        request_id=entry.request_id,
     )

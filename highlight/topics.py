@@ -30,7 +30,7 @@ MAX_MESSAGE_BYTES = "max.message.bytes"
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    partitions: int  # of the moments topic, and so of the state and repartition topics
+    partitions: int  # of the moments topic, and so of the state, repartition and callbacks topics
     # The dead-letter topic's largest record batch, when the brokers say (tansu reports only explicit settings).
     dlq_max_message_bytes: int | None = None
 
@@ -43,8 +43,9 @@ def retry_delay(attempt: int) -> float:
 async def prepare_topics(settings: KafkaSettings) -> Topics:
     """Wait for the brokers and the moments topic, check it, create what highlight owns if missing.
 
-    The state and repartition topics must have exactly the moments topic's partition count: a channel's
-    moments, its re-keyed moments and its dedup state all live at the same partition index.
+    The state, repartition and callbacks topics must have exactly the moments topic's partition count: a
+    channel's moments, its re-keyed moments, its dedup state and its recording files all live at the same
+    partition index.
     """
     deadline = asyncio.get_running_loop().time() + settings.startup_timeout_seconds
     admin = await _connect(settings, deadline)
@@ -58,27 +59,11 @@ async def prepare_topics(settings: KafkaSettings) -> Topics:
             settings.results_topic: {},
             # Whatever the producer may send, the dead-letter topic we create takes.
             settings.dlq_topic: {MAX_MESSAGE_BYTES: str(settings.max_request_bytes)},
+            settings.callbacks_topic: {},
+            settings.clips_topic: {},
         }
-        missing = [
-            # The moments topic's replication is the operator's choice for this cluster: follow it.
-            NewTopic(name, partitions, replication_factor=replicas, topic_configs=configs)
-            for name, configs in wanted.items()
-            if name not in existing
-        ]
-        if missing:
-            async with broker_errors("creating topics"):
-                response = await admin.create_topics(missing)
-            for topic, code, message in getattr(response, "topic_errors", []):
-                # 36: another instance created it first, which is fine.
-                if code not in (0, 36):
-                    raise BrokerError(f"creating topic {topic!r} failed: error {code} {message or ''}".strip())
-        for name in (settings.state_topic, settings.repartition_topic):
-            count = shapes.get(name, (partitions, replicas))[0]
-            if count != partitions:
-                raise TopicMisconfigured(
-                    f"topic {name!r} has {count} partitions but {settings.moments_topic!r} has {partitions}; "
-                    "they must match (delete and recreate it, or point the setting at a new topic)"
-                )
+        await _create_missing(admin, wanted, existing, partitions, replicas)
+        _check_copartitioned(settings, _owned(settings), shapes, partitions)
         dlq_limit = await _max_message_bytes(admin, settings.dlq_topic)
         if dlq_limit is not None and dlq_limit < settings.max_request_bytes:
             log.warning(
@@ -91,6 +76,56 @@ async def prepare_topics(settings: KafkaSettings) -> Topics:
         return Topics(partitions, dlq_limit)
     finally:
         await admin.close()
+
+
+async def prepare_callbacks_topic(settings: KafkaSettings) -> int:
+    """`highlight callbacks`: wait as `run` does, create the callbacks topic if missing; the partition count.
+
+    Its partition count must be the moments topic's, where a notification's channel has its home.
+    """
+    deadline = asyncio.get_running_loop().time() + settings.startup_timeout_seconds
+    admin = await _connect(settings, deadline)
+    try:
+        existing = await _wait_for_moments_topic(admin, settings, deadline)
+        ours = {settings.callbacks_topic}
+        shapes = await _shapes(admin, [settings.moments_topic, *(existing & ours)])
+        partitions, replicas = shapes[settings.moments_topic]
+        await _create_missing(admin, {settings.callbacks_topic: {}}, existing, partitions, replicas)
+        _check_copartitioned(settings, ours, shapes, partitions)
+        return partitions
+    finally:
+        await admin.close()
+
+
+async def _create_missing(
+    admin: AIOKafkaAdminClient, wanted: dict[str, dict[str, str]], existing: set[str], partitions: int, replicas: int
+) -> None:
+    missing = [
+        # The moments topic's replication is the operator's choice for this cluster: follow it.
+        NewTopic(name, partitions, replication_factor=replicas, topic_configs=configs)
+        for name, configs in wanted.items()
+        if name not in existing
+    ]
+    if not missing:
+        return
+    async with broker_errors("creating topics"):
+        response = await admin.create_topics(missing)
+    for topic, code, message in getattr(response, "topic_errors", []):
+        # 36: another instance created it first, which is fine.
+        if code not in (0, 36):
+            raise BrokerError(f"creating topic {topic!r} failed: error {code} {message or ''}".strip())
+
+
+def _check_copartitioned(
+    settings: KafkaSettings, names: set[str], shapes: dict[str, tuple[int, int]], partitions: int
+) -> None:
+    for name in sorted(names):
+        count = shapes.get(name, (partitions, 0))[0]
+        if count != partitions:
+            raise TopicMisconfigured(
+                f"topic {name!r} has {count} partitions but {settings.moments_topic!r} has {partitions}; "
+                "they must match (delete and recreate it, or point the setting at a new topic)"
+            )
 
 
 async def _connect(settings: KafkaSettings, deadline: float) -> AIOKafkaAdminClient:
@@ -181,7 +216,8 @@ async def topic_partitions(settings: KafkaSettings, topics: Iterable[str]) -> di
 
 
 def _owned(settings: KafkaSettings) -> set[str]:
-    return {settings.state_topic, settings.repartition_topic}
+    """The topics highlight creates that must have the moments topic's partition count."""
+    return {settings.state_topic, settings.repartition_topic, settings.callbacks_topic}
 
 
 async def _shapes(admin: AIOKafkaAdminClient, topics: Sequence[str]) -> dict[str, tuple[int, int]]:

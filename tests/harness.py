@@ -23,7 +23,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
 from highlight import config, schemas
-from highlight.config import Settings
+from highlight.callbacks.receiver import Receiver
+from highlight.config import ReceiverSettings, Settings
 from highlight.service import Service
 
 APPID = "1234"
@@ -34,6 +35,8 @@ SECRET_ID = "AKIDtestsecretid0123456789"  # noqa: S105 -- a made-up test credent
 SECRET_KEY = "test-cloud-secret-key-9f8e7d6c5b4a"  # noqa: S105 -- a made-up test credential
 REGION = "gz"
 DOMAIN = "play.example.com"
+# The Live callback template's key (HIGHLIGHT_CALLBACK_KEY, the simulator's callback_key).
+CALLBACK_KEY = "test-callback-key-7c4a8d09ca3762af"
 APIS = ("live_tape_start", "create_record", "create_live_record")
 # The code each API answers for a stream that is not pushing (the simulator's offline_channels).
 NOT_LIVE = {
@@ -57,6 +60,8 @@ class Names:
     state: str
     repartition: str
     group: str
+    callbacks: str
+    clips: str
 
     @classmethod
     def unique(cls, label: str = "t") -> Names:
@@ -68,6 +73,8 @@ class Names:
             state=f"{tag}.state",
             repartition=f"{tag}.repartition",
             group=f"{tag}.group",
+            callbacks=f"{tag}.callbacks",
+            clips=f"{tag}.clips",
         )
 
     def env(self) -> dict[str, str]:
@@ -78,6 +85,8 @@ class Names:
             "HIGHLIGHT_STATE_TOPIC": self.state,
             "HIGHLIGHT_REPARTITION_TOPIC": self.repartition,
             "HIGHLIGHT_GROUP_ID": self.group,
+            "HIGHLIGHT_CALLBACKS_TOPIC": self.callbacks,
+            "HIGHLIGHT_CLIPS_TOPIC": self.clips,
         }
 
 
@@ -111,6 +120,28 @@ def service_env(bootstrap: str, names: Names, live_url: str, **overrides: Any) -
 
 def settings_for(bootstrap: str, names: Names, live_url: str, **overrides: Any) -> Settings:
     return config.load(service_env(bootstrap, names, live_url, **overrides))
+
+
+def receiver_settings_for(bootstrap: str, names: Names, **overrides: Any) -> ReceiverSettings:
+    """`highlight callbacks` on a free port, with the test callback key and no ops port."""
+    env = {
+        "HIGHLIGHT_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "HIGHLIGHT_MOMENTS_TOPIC": names.moments,
+        "HIGHLIGHT_CALLBACKS_TOPIC": names.callbacks,
+        "HIGHLIGHT_CALLBACK_KEY": CALLBACK_KEY,
+        "HIGHLIGHT_CALLBACK_PORT": "0",
+        "HIGHLIGHT_METRICS_PORT": "0",
+        "HIGHLIGHT_LOG_FORMAT": "json",
+    }
+    env.update({f"HIGHLIGHT_{k.upper()}": str(v) for k, v in overrides.items()})
+    return config.load_receiver(env)
+
+
+@contextlib.asynccontextmanager
+async def receiving(settings: ReceiverSettings) -> AsyncIterator[Receiver]:
+    """The callback receiver on 127.0.0.1, stopped on exit."""
+    async with Receiver(settings, host="127.0.0.1") as receiver:
+        yield receiver
 
 
 def iso(instant: datetime) -> str:
@@ -200,6 +231,32 @@ async def results(bootstrap: str, topic: str, count: int, *, timeout: float = 30
     return documents
 
 
+async def clips(bootstrap: str, topic: str, count: int, *, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Clip events, each checked against the published schema and keyed by its channel."""
+    documents = []
+    validate = schemas.validator(schemas.CLIP_SCHEMA)
+    for record in await read_topic(bootstrap, topic, count, timeout=timeout):
+        document = orjson.loads(record.value)
+        validate(document)
+        assert record.key == document["channel_id"].encode(), "clips are keyed by channel_id"
+        documents.append(document)
+    return documents
+
+
+async def clips_of(
+    bootstrap: str, topic: str, channel_id: str, count: int = 1, *, timeout: float = 30.0
+) -> list[dict[str, Any]]:
+    """At least `count` clips of one channel, from a clips topic other tests' channels share."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        found = [d for d in await clips(bootstrap, topic, 0, timeout=0.2) if d["channel_id"] == channel_id]
+        if len(found) >= count or loop.time() > deadline:
+            assert len(found) >= count, f"{len(found)} clips of {channel_id} within {timeout} s, wanted {count}"
+            return found
+        await asyncio.sleep(0.2)
+
+
 def by_event(documents: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Results by event id; a moment answered twice (redelivery) must get the same answer both times."""
     table: dict[str, dict[str, Any]] = {}
@@ -235,13 +292,13 @@ async def result_of(bootstrap: str, topic: str, event_id: str, *, timeout: float
     raise AssertionError(f"no result for {event_id} within {timeout} s")
 
 
-def spawn(env: Mapping[str, str], log_path: Path, *args: str) -> subprocess.Popen[bytes]:
-    """`highlight run` as a real process (so it can be SIGTERMed or SIGKILLed)."""
+def spawn(env: Mapping[str, str], log_path: Path, *args: str, command: str = "run") -> subprocess.Popen[bytes]:
+    """`highlight run` (or another command) as a real process (so it can be SIGTERMed or SIGKILLed)."""
     full_env = {"PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1", **env}
     log = log_path.open("ab")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "highlight", "run", *args],
+            [sys.executable, "-m", "highlight", command, *args],
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,

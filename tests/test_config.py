@@ -28,6 +28,12 @@ DOCUMENTED_DEFAULTS: dict[str, str | None] = {
     "HIGHLIGHT_GROUP_ID": "highlight-recorder",
     "HIGHLIGHT_STATE_TOPIC": "highlight.recorder.state",
     "HIGHLIGHT_REPARTITION_TOPIC": None,
+    "HIGHLIGHT_CALLBACKS_TOPIC": "highlight.callbacks",
+    "HIGHLIGHT_CLIPS_TOPIC": "highlight.clips",
+    "HIGHLIGHT_CLIP_WAIT_SECONDS": "3600",
+    "HIGHLIGHT_CALLBACK_KEY": None,
+    "HIGHLIGHT_CALLBACK_PORT": "8090",
+    "HIGHLIGHT_CALLBACK_GRACE_SECONDS": "900",
     "HIGHLIGHT_LIVE_API": "live_tape_start",
     # No table default: it follows HIGHLIGHT_LIVE_API (DEFAULT_LIVE_URLS).
     "HIGHLIGHT_LIVE_URL": None,
@@ -131,6 +137,8 @@ def test_defaults_are_what_load_returns_with_only_the_required_settings() -> Non
         ssl_certfile=None,
         ssl_keyfile=None,
         ssl_key_password=None,
+        callbacks_topic="highlight.callbacks",
+        clips_topic="highlight.clips",
     )
     assert settings.live == config.LiveSettings(
         api="live_tape_start",
@@ -160,6 +168,7 @@ def test_defaults_are_what_load_returns_with_only_the_required_settings() -> Non
         max_unprocessable_in_a_row=100,
         dedup_mode="bucket",
         min_cover_seconds=60,
+        clip_wait_seconds=3600,
     )
     assert settings.budget == config.Limits(running=400, daily=4000, reserved_share=0.1, reserved_priority=80)
     assert (settings.metrics_port, settings.log_format, settings.log_level) == (9108, "auto", "info")
@@ -255,6 +264,9 @@ def test_every_setting_is_read_from_its_environment_variable(tmp_path: Path) -> 
         HIGHLIGHT_MAX_RECORDINGS_PER_DAY="100",
         HIGHLIGHT_RESERVED_SHARE="0.25",
         HIGHLIGHT_RESERVED_PRIORITY="90",
+        HIGHLIGHT_CALLBACKS_TOPIC="cb",
+        HIGHLIGHT_CLIPS_TOPIC="cl",
+        HIGHLIGHT_CLIP_WAIT_SECONDS="0",
         **CREDENTIALS,
     )
     kafka, live, rec = settings.kafka, settings.live, settings.recorder
@@ -263,6 +275,7 @@ def test_every_setting_is_read_from_its_environment_variable(tmp_path: Path) -> 
     assert (kafka.state_topic, kafka.repartition_topic, kafka.group_id) == ("s", "p", "g")
     assert (kafka.auto_offset_reset, kafka.session_timeout_ms, kafka.fetch_max_wait_ms) == ("latest", 6000, 50)
     assert kafka.group_instance_id == "pod-0"
+    assert (kafka.callbacks_topic, kafka.clips_topic, rec.clip_wait_seconds) == ("cb", "cl", 0)
     assert live.url == "https://live.example.com/common_access"
     assert (live.api, live.secret_id, live.secret_key, live.region) == (
         "live_tape_start",
@@ -457,11 +470,20 @@ def test_flags_can_supply_the_required_settings() -> None:
     assert (settings.live.appid, settings.live.key) == ("77", Secret("k"))
 
 
-def test_every_setting_has_one_flag() -> None:
-    flags = _flags()
+@pytest.mark.parametrize("command", config_table.COMMANDS)
+def test_every_setting_of_a_command_has_one_flag_and_no_other_setting_has_one(command: str) -> None:
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser, command)
+    flags = parser.parse_args([])
+    ours = config.settings_of(command)
     for setting in config.SETTINGS:
-        assert getattr(flags, setting.attr) is None
+        assert hasattr(flags, setting.attr) == (setting in ours), (command, setting.env)
         assert setting.flag == "--" + setting.env.removeprefix("HIGHLIGHT_").lower().replace("_", "-")
+    assert all(getattr(flags, setting.attr) is None for setting in ours)
+
+
+def test_every_setting_is_read_by_some_command() -> None:
+    assert {s.env for c in config_table.COMMANDS for s in config.settings_of(c)} == set(ENV_DEFAULTS)
 
 
 # --- the key is secret ----------------------------------------------------------------------------
@@ -520,13 +542,15 @@ def test_run_with_an_empty_environment_exits_with_one_line_naming_the_appid(tmp_
     assert result.stdout == ""
 
 
-def test_run_help_lists_every_environment_variable(tmp_path: Path) -> None:
-    result = _run_cli(tmp_path, "run", "--help")
+@pytest.mark.parametrize("command", ["run", "callbacks"])
+def test_help_lists_every_environment_variable_of_the_command_and_no_other(command: str, tmp_path: Path) -> None:
+    result = _run_cli(tmp_path, command, "--help")
     assert result.returncode == 0, result.stderr
-    missing = [name for name in ENV_DEFAULTS if name not in result.stdout]
+    ours = config.settings_of(command)
+    missing = [setting.env for setting in ours if setting.env not in result.stdout]
     assert missing == []
     for setting in config.SETTINGS:
-        assert setting.flag in result.stdout
+        assert (setting.flag in result.stdout.split()) == (setting in ours), setting.flag
 
 
 def test_run_for_create_record_with_an_empty_environment_names_the_first_missing_setting(tmp_path: Path) -> None:
@@ -1028,7 +1052,7 @@ SECRET_VALUES = {
 
 
 def test_the_secret_settings_are_exactly_the_secrets() -> None:
-    assert {s.env for s in config.SETTINGS if s.secret} == set(SECRET_VALUES)
+    assert {s.env for s in config.SETTINGS if s.secret} == set(SECRET_VALUES) | {"HIGHLIGHT_CALLBACK_KEY"}
 
 
 def test_no_secret_value_reaches_the_repr_or_str_of_the_settings(tmp_path: Path) -> None:
@@ -1067,3 +1091,98 @@ def test_secrets_given_as_flags_are_masked_too() -> None:
     text = repr(config.load(environ, flags))
     assert "flag-cloud-key" not in text
     assert "flag-sasl-pw" not in text
+
+
+# --- `highlight callbacks` reads its own settings -------------------------------------------------------
+
+CALLBACK_ENV = {"HIGHLIGHT_CALLBACK_KEY": "s3cr3t-callback-key"}
+
+
+def test_the_receiver_needs_only_the_callback_key_not_the_live_api_credentials() -> None:
+    settings = config.load_receiver(CALLBACK_ENV)
+    assert settings.callbacks == config.CallbackSettings(
+        key=Secret("s3cr3t-callback-key"), port=8090, grace_seconds=900
+    )
+    assert (settings.kafka.bootstrap_servers, settings.kafka.moments_topic, settings.kafka.callbacks_topic) == (
+        "localhost:9092",
+        "highlight.moments",
+        "highlight.callbacks",
+    )
+    assert (settings.metrics_port, settings.log_format, settings.log_level) == (9108, "auto", "info")
+
+
+def test_the_receiver_without_its_key_is_one_line_naming_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load_receiver({**REQUIRED})
+    assert str(caught.value) == "HIGHLIGHT_CALLBACK_KEY is required (or pass --callback-key)"
+
+
+def test_the_receiver_ignores_settings_only_run_reads_even_invalid_ones() -> None:
+    settings = config.load_receiver(
+        {**CALLBACK_ENV, "HIGHLIGHT_LIVE_API": "bogus", "HIGHLIGHT_MAX_IN_FLIGHT": "-1", "HIGHLIGHT_GROUP_ID": "g"}
+    )
+    assert settings.kafka.group_id == "highlight-recorder", "run's settings keep their defaults"
+
+
+def test_the_receiver_reads_its_settings_from_environment_and_flags() -> None:
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser, config.CALLBACKS)
+    flags = parser.parse_args(["--callback-port", "0", "--callbacks-topic", "cb-flag"])
+    settings = config.load_receiver(
+        {
+            **CALLBACK_ENV,
+            "HIGHLIGHT_CALLBACK_GRACE_SECONDS": "60",
+            "HIGHLIGHT_CALLBACKS_TOPIC": "cb-env",
+            "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "HIGHLIGHT_KAFKA_SASL_MECHANISM": "PLAIN",
+            "HIGHLIGHT_KAFKA_SASL_USERNAME": "alice",
+            "HIGHLIGHT_KAFKA_SASL_PASSWORD": "pw",
+        },
+        flags,
+    )
+    assert (settings.callbacks.port, settings.callbacks.grace_seconds) == (0, 60)
+    assert settings.kafka.callbacks_topic == "cb-flag"
+    assert (settings.kafka.security_protocol, settings.kafka.sasl_username) == ("SASL_SSL", "alice")
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"HIGHLIGHT_CALLBACK_PORT": "70000"}, "HIGHLIGHT_CALLBACK_PORT must be between 0 and 65535"),
+        ({"HIGHLIGHT_CALLBACK_GRACE_SECONDS": "-1"}, "HIGHLIGHT_CALLBACK_GRACE_SECONDS must be between 0"),
+        ({"HIGHLIGHT_CALLBACKS_TOPIC": "highlight.moments"}, "must differ"),
+        ({"HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "needs HIGHLIGHT_KAFKA_SASL_MECHANISM"),
+    ],
+)
+def test_invalid_receiver_settings_are_one_clear_line(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config.load_receiver({**CALLBACK_ENV, **environ})
+
+
+def test_the_callback_key_is_masked_wherever_the_receivers_settings_show() -> None:
+    settings = config.load_receiver(CALLBACK_ENV)
+    for text in (repr(settings), str(settings), repr(settings.callbacks)):
+        assert "s3cr3t-callback-key" not in text
+    assert settings.callbacks.key.reveal() == "s3cr3t-callback-key"
+
+
+def test_run_takes_its_new_topics_and_refuses_them_equal_to_another() -> None:
+    with pytest.raises(ConfigError, match="_CLIPS_TOPIC must differ"):
+        _load(HIGHLIGHT_CLIPS_TOPIC="highlight.recordings")
+    with pytest.raises(ConfigError, match="must differ"):
+        _load(HIGHLIGHT_CALLBACKS_TOPIC="highlight.recorder.state")
+
+
+def test_callbacks_with_an_empty_environment_exits_with_one_line_naming_the_callback_key(tmp_path: Path) -> None:
+    result = _run_cli(tmp_path, "callbacks")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "highlight: error: HIGHLIGHT_CALLBACK_KEY is required (or pass --callback-key)"
+    ]
+
+
+def test_a_setting_names_only_known_commands_and_only_run_depends_on_the_api() -> None:
+    with pytest.raises(ValueError, match="commands"):
+        config.Setting("HIGHLIGHT_X", None, "x", commands=("serve",))
+    with pytest.raises(ValueError, match="only `run`"):
+        config.Setting("HIGHLIGHT_X", None, "x", required_by=("live_tape_start",), commands=("callbacks",))

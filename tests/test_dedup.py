@@ -46,6 +46,7 @@ entries = st.builds(
     attempts=st.integers(0, 1000),
     api=st.none() | st.sampled_from(["live_tape_start", "create_record", "create_live_record"]),
     request_id=optional_texts,
+    clipped_files=st.lists(texts, max_size=4).map(tuple),
 )
 
 
@@ -69,6 +70,22 @@ def test_keys_of_different_channels_or_buckets_never_collide() -> None:
 def test_decode_key_rejects_what_is_not_a_key(raw: bytes) -> None:
     with pytest.raises((ValueError, TypeError)):
         dedup.decode_key(raw)
+
+
+def test_entry_written_before_clips_existed_decodes_without_clipped_files() -> None:
+    assert dedup.decode_entry(b'{"phase": "started", "event_id": "e-1", "task_id": "7"}').clipped_files == ()
+
+
+def test_the_files_a_recording_was_clipped_for_are_kept_in_order() -> None:
+    entry = Entry(Phase.STARTED, "e-1", task_id="7", clipped_files=("f-2", "f-1"))
+    assert orjson.loads(dedup.encode_entry(entry))["clipped_files"] == ["f-2", "f-1"]
+    assert dedup.decode_entry(dedup.encode_entry(entry)).clipped_files == ("f-2", "f-1")
+
+
+@pytest.mark.parametrize("raw", [b'"f-1"', b"[1]", b"null", b'{"f": 1}'])
+def test_clipped_files_that_are_not_a_list_of_strings_make_the_entry_unreadable(raw: bytes) -> None:
+    with pytest.raises(ValueError, match="clipped_files"):
+        dedup.decode_entry(b'{"phase": "started", "event_id": "e", "clipped_files": ' + raw + b"}")
 
 
 def test_entry_written_before_backends_existed_decodes_without_api() -> None:
@@ -241,11 +258,15 @@ def test_an_entry_without_a_window_has_no_span() -> None:
 BUCKET = OCCURRED.timestamp() // 300  # 20:15:00 CST, the start of its bucket
 
 
-def _keep(entry: Entry, *, keep_days: bool) -> float:
+def _keep(entry: Entry, *, keep_days: bool, clip_wait: int = 0) -> float:
     key = ("ch", int(BUCKET))
-    kept = dedup.keep_until(key, entry, bucket_seconds=300, max_event_age_seconds=MAX_AGE, keep_days=keep_days)
+    rules = {"bucket_seconds": 300, "max_event_age_seconds": MAX_AGE, "keep_days": keep_days}
+    kept = dedup.keep_until(key, entry, **rules, clip_wait_seconds=clip_wait)  # type: ignore[arg-type]  # the test's own keyword arguments
     assert kept == dedup.keep_until(
-        key, dedup.encode_entry(entry), bucket_seconds=300, max_event_age_seconds=MAX_AGE, keep_days=keep_days
+        key,
+        dedup.encode_entry(entry),
+        **rules,  # type: ignore[arg-type]  # the test's own keyword arguments
+        clip_wait_seconds=clip_wait,
     ), "raw bytes and the decoded entry are kept alike"
     return kept
 
@@ -267,3 +288,31 @@ def test_with_a_daily_limit_a_recording_is_kept_until_its_cst_day_is_over() -> N
     intent = Entry(Phase.INTENT, "e", "2024-05-01 20:15:00", "2024-05-01 20:20:00")
     midnight = datetime(2024, 5, 1, 16, 0, tzinfo=UTC).timestamp()  # 2024-05-02 00:00:00 CST
     assert _keep(intent, keep_days=True) == midnight + dedup.EXPIRY_GRACE_SECONDS
+
+
+def test_a_recording_is_kept_until_its_files_are_no_longer_awaited() -> None:
+    recording = Entry(Phase.STARTED, "e", "2024-05-01 20:15:00", "2024-05-01 20:20:00", task_id="1")
+    end = datetime(2024, 5, 1, 12, 20, tzinfo=UTC).timestamp()
+    assert _keep(recording, keep_days=False, clip_wait=3600) == end + 3600 + dedup.EXPIRY_GRACE_SECONDS
+    doubt = Entry(Phase.IN_DOUBT, "e", "2024-05-01 20:15:00", "2024-05-01 20:20:00", clipped_files=("f",))
+    assert _keep(doubt, keep_days=False, clip_wait=3600) == end + 3600 + dedup.EXPIRY_GRACE_SECONDS
+    assert _keep(recording, keep_days=False, clip_wait=10) == end + MAX_AGE + dedup.EXPIRY_GRACE_SECONDS, (
+        "never shorter than a recording is kept anyway"
+    )
+    failed = Entry(Phase.FAILED, "e", "2024-05-01 20:15:00", "2024-05-01 20:20:00")
+    assert _keep(failed, keep_days=False, clip_wait=3600) == dedup.expires_at(int(BUCKET), 300, MAX_AGE), (
+        "no recording, no files to wait for"
+    )
+
+
+@given(
+    offset=st.integers(0, 299),
+    delay=st.integers(0, MAX_AGE + 600),
+    length=st.integers(300, 1800),
+    clip_wait=st.integers(0, 7 * 86_400),
+)
+def test_a_recording_outlives_its_window_by_the_clip_wait(offset: int, delay: int, length: int, clip_wait: int) -> None:
+    start = datetime.fromtimestamp(BUCKET * 300 + offset + delay, UTC)
+    end = start + timedelta(seconds=length)
+    recording = Entry(Phase.STARTED, "e", format_cst(start), format_cst(end), task_id="1")
+    assert _keep(recording, keep_days=False, clip_wait=clip_wait) >= end.timestamp() + clip_wait

@@ -72,7 +72,7 @@ async def test_metrics_count_what_was_sent(
     assert value(samples, "highlight_consumer_lag", topic=names.moments, partition="0") == 0
     assert value(samples, "highlight_live_available") == 1
     assert value(samples, "highlight_ready") == 1
-    assert value(samples, "highlight_assigned_partitions") == 2  # moments and repartition, one each
+    assert value(samples, "highlight_assigned_partitions") == 3  # moments, repartition and callbacks, one each
     assert 0 <= value(samples, "highlight_live_last_success_age_seconds") < 30
     assert value(samples, "highlight_build_info", version="0.1.0", api=api, python=_python()) == 1
 

@@ -1,4 +1,5 @@
-"""Several instances in one group: re-keying by channel, drain-then-commit on rebalance, static membership."""
+"""Several instances in one group: re-keying by channel, drain-then-commit on rebalance, static membership, and
+recording files reaching the instance that holds their channel's state."""
 
 from __future__ import annotations
 
@@ -11,13 +12,18 @@ import orjson
 from highlight.kafka import home_partition
 from highlight.service import Service
 from highlight.simulator import LiveSimulator
+from tests.conftest import simulator_config
 from tests.harness import (
+    CALLBACK_KEY,
     Names,
     by_event,
+    clips,
     create_topics,
     moment,
     produce,
     read_topic,
+    receiver_settings_for,
+    receiving,
     results,
     running,
     settings_for,
@@ -37,11 +43,11 @@ def owner(services: list[Service], topic: str, partition: int) -> Service:
 
 
 async def settled(services: list[Service], names: Names, partitions: int) -> None:
-    """Every input partition owned by exactly one of `services`, and all of them restored."""
+    """Every input partition (moments, repartition, callbacks) owned by exactly one of `services`, all restored."""
 
     def done() -> bool:
         owned = [tp for s in services for tp in s._consumer.assignment()]
-        return len(owned) == len(set(owned)) == 2 * partitions and all(s.ready for s in services)
+        return len(owned) == len(set(owned)) == 3 * partitions and all(s.ready for s in services)
 
     await wait_until(done, timeout=40, what="the group to settle")
 
@@ -110,3 +116,37 @@ async def test_static_membership_joins_with_the_group_instance_id(
         (result,) = await results(bootstrap, names.results, 1)
         assert service._consumer._consumer._group_instance_id == "recorder-0"
     assert result["status"] == "started"
+
+
+async def test_each_recording_file_reaches_the_instance_that_owns_its_channels_state(
+    bootstrap: str, names: Names
+) -> None:
+    partitions = 4
+    await create_topics(bootstrap, {names.moments: partitions})
+    channels = [
+        next(f"own-{p}-{i}" for i in range(200) if home_partition(f"own-{p}-{i}", partitions) == p) for p in range(4)
+    ]
+    async with receiving(receiver_settings_for(bootstrap, names)) as receiver:
+        config = simulator_config(callback_url=receiver.url, callback_key=CALLBACK_KEY, time_scale=300)
+        async with LiveSimulator(config) as sim:
+            settings = settings_for(bootstrap, names, sim.url)
+            async with group_of(running(settings), running(settings)) as services:
+                await settled(services, names, partitions)
+                await produce(bootstrap, names.moments, [moment(f"own-{c}", c) for c in channels])
+                found = await clips(bootstrap, names.clips, len(channels))
+                made = [
+                    s.metrics.registry.get_sample_value("highlight_clips_total", {"matched_by": "task_id"})
+                    for s in services
+                ]
+                owned = [
+                    sum(
+                        1
+                        for c in channels
+                        if (names.callbacks, home_partition(c, partitions)) in s._consumer.assignment()
+                    )
+                    for s in services
+                ]
+    assert sorted(c["channel_id"] for c in found) == sorted(channels), "one clip per recording"
+    assert made == owned, "each instance clipped exactly the files of the channels whose state it holds"
+    assert all(owned), "both instances own some of the channels"
+    assert {c["started_by"] for c in found} == {f"own-{c}" for c in channels}

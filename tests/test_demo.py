@@ -23,6 +23,7 @@ from highlight.demo.moments import (
     STALE_AGE,
     Tally,
     check_sizes,
+    clip_line,
     make_burst,
     result_line,
     summary_lines,
@@ -91,6 +92,7 @@ def test_expected_summary_is_one_recording_per_online_channel_and_a_failure_per_
     offline = sum(1 for r in live if r.channel_id == burst.offline_channel)
     expected = burst.expected()
     assert expected.started == 5
+    assert expected.clips == 5, "a clip per recording"
     assert expected.failed == offline
     assert expected.duplicates == len(live) - offline - 5
     assert (expected.expired, expected.dead_letters, expected.in_doubt) == (1, 1, 0)
@@ -120,6 +122,49 @@ def test_tally_counts_a_redelivered_answer_once() -> None:
     assert tally.observed().expired == 1
     assert tally.answered == 1
     assert not tally.complete
+
+
+def test_tally_counts_each_clip_of_the_bursts_recordings_once_and_completes_with_them() -> None:
+    burst = make_burst(8, 2, NOW)
+    tally = Tally(burst)
+    starters = {}
+    for record in burst.records:
+        if record.event_id is None:
+            tally.add_dead_letter("invalid_json", from_burst=True)
+            continue
+        status = "expired" if record.kind == "stale" else "failed"
+        if record.kind == "live" and record.channel_id != burst.offline_channel:
+            status = "duplicate" if record.channel_id in starters else "started"
+            starters.setdefault(record.channel_id, record.event_id)
+        tally.add_result({"event_id": record.event_id, "channel_id": record.channel_id, "status": status})
+    assert tally.answered == 8
+    assert not tally.complete, "answered, but the clip is not in"
+    (channel, starter), *_ = starters.items()
+    clip = {"file_id": "f-1", "channel_id": channel, "started_by": starter, "video_url": "http://v/f-1.flv"}
+    assert tally.add_clip(clip)
+    assert not tally.add_clip(clip), "a repeated clip counts once"
+    assert not tally.add_clip(clip | {"file_id": "f-2", "started_by": "someone-else"}), "not the burst's"
+    assert tally.complete
+    assert tally.as_expected
+    assert tally.video_urls() == {channel: "http://v/f-1.flv"}
+    lines = summary_lines(burst, tally, 1.0, interrupted=False)
+    assert dict(SUMMARY_LINE.findall("\n".join(lines)))["clips"] == "1"
+    assert f"  {channel}: http://v/f-1.flv" in lines
+
+
+def test_clip_line_shows_the_channel_the_window_and_the_video_url() -> None:
+    line = clip_line(
+        {
+            "channel_id": "chan-02",
+            "file_id": "528589078",
+            "video_url": "http://1234.vod2.myqcloud.com/x/528589078/f0.flv",
+            "start_time": "2024-05-01 11:08:34",
+            "end_time": "2024-05-01 11:13:34",
+        }
+    )
+    assert line.split() == [
+        "clip", "chan-02", "file", "528589078", "11:08:34-11:13:34", "CST", "http://1234.vod2.myqcloud.com/x/528589078/f0.flv"
+    ]  # fmt: skip
 
 
 def test_result_line_shows_status_channel_task_id_and_cst_window() -> None:
@@ -221,6 +266,11 @@ def test_demo_of_50_moments_reports_what_it_sent_and_stops_its_broker() -> None:
     assert summary["started"] == online_channels == 5
     assert summary["duplicates"] == 50 - 1 - 1 - offline - online_channels
     assert summary["in_doubt"] == 0
+    assert summary["clips"] == online_channels, "each recording's clip arrived within the run"
+    urls = summary["video_urls"]
+    assert len(urls) == online_channels
+    assert burst.offline_channel not in urls
+    assert all(re.fullmatch(r"http://1234\.vod2\.myqcloud\.com/\d+/\d{19}/f0\.flv", url) for url in urls.values()), urls
     parts = ("started", "duplicates", "failed", "expired", "dead_letters")
     assert sum(summary[k] for k in parts) == 50
     assert summary["matches_expected"] is True
@@ -252,9 +302,13 @@ def test_demo_without_a_tty_prints_one_plain_line_per_answer() -> None:
         if status == "failed":
             assert "ret 1301" in line, line
     assert Counter(line.split()[0] for line in lines)["dead-letter"] == 1
+    clip_lines = [line for line in out.splitlines() if line.startswith("clip ")]
+    assert len(clip_lines) == 2, out
+    assert all(re.search(r" http://\S+/f0\.flv$", line) and WINDOW.search(line) for line in clip_lines), clip_lines
     summary = dict(SUMMARY_LINE.findall(out))
     assert summary["moments"] == "12"
     assert summary["recordings started"] == "2"
+    assert summary["clips"] == "2"
     assert summary["dead letters"] == "1"
 
 
@@ -352,5 +406,7 @@ def test_demo_on_a_terminal_draws_a_live_table() -> None:
     assert ANSI.search(raw), "a terminal gets a redrawn table"
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw)
     assert "window (CST)" in text
+    assert "clip (video URL)" in text
+    assert re.search(r"http://1234\.vod2\.myq", text), "a recording's video URL in its row"
     assert re.search(r"chan-0[1-3] +started +\d{1,20} +\d\d:\d\d:\d\d-\d\d:\d\d:\d\d", text)
     assert dict(SUMMARY_LINE.findall(text.replace("\r", "")))["moments"] == "12"

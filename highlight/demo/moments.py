@@ -44,6 +44,8 @@ class Summary:
     expired: int
     in_doubt: int
     dead_letters: int
+    # Clip events: each started recording's file, with its video URL, announced when the recording ends.
+    clips: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -62,7 +64,8 @@ class Burst:
 
     def expected(self) -> Summary:
         """One recording per online channel (every live moment shares one bucket), a failure per moment of the
-        offline channel (a failed key does not block the next moment, which calls and fails again)."""
+        offline channel (a failed key does not block the next moment, which calls and fails again), and a clip per
+        recording (it arrives as one file)."""
         live = [r for r in self.records if r.kind == "live"]
         failed = sum(1 for r in live if r.channel_id == self.offline_channel)
         started = len({r.channel_id for r in live if r.channel_id != self.offline_channel})
@@ -74,6 +77,7 @@ class Burst:
             expired=sum(1 for r in self.records if r.kind == "stale"),
             in_doubt=0,
             dead_letters=sum(1 for r in self.records if r.kind == "malformed"),
+            clips=started,
         )
 
 
@@ -144,6 +148,7 @@ class ChannelRow:
     window: str = "-"
     error: str = ""
     counts: Counter[str] = field(default_factory=Counter)
+    video_url: str = ""
 
 
 class Tally:
@@ -157,6 +162,8 @@ class Tally:
         self.dead_letters = 0
         self.rows: dict[str, ChannelRow] = {}
         self.dead_letter_reasons: Counter[str] = Counter()
+        # Clips by file id: a clip repeated after a crash is the same clip.
+        self.clips: dict[str, dict[str, Any]] = {}
 
     def add_result(self, document: dict[str, Any]) -> bool:
         """Count a result; False if this moment was answered before (the line need not show twice)."""
@@ -176,6 +183,16 @@ class Tally:
             row.error = error_code(error) if isinstance(error, dict) else ""
         return True
 
+    def add_clip(self, document: dict[str, Any]) -> bool:
+        """Count a clip of one of the burst's recordings; False if it is not one, or was seen before."""
+        file_id, started_by = str(document.get("file_id")), str(document.get("started_by"))
+        if started_by not in self._burst_ids or file_id in self.clips:
+            return False
+        self.clips[file_id] = document
+        channel = str(document.get("channel_id"))
+        self.rows.setdefault(channel, ChannelRow(channel)).video_url = str(document.get("video_url", ""))
+        return True
+
     def add_dead_letter(self, reason: str, *, from_burst: bool) -> None:
         self.dead_letter_reasons[reason] += 1
         if from_burst:
@@ -187,7 +204,15 @@ class Tally:
 
     @property
     def complete(self) -> bool:
-        return self.answered >= self._sent
+        """Every moment answered, and every recording's clip in."""
+        return self.answered >= self._sent and len(self.clips) >= self.expected.clips
+
+    def video_urls(self) -> dict[str, str]:
+        return {
+            row.channel_id: row.video_url
+            for row in sorted(self.rows.values(), key=lambda r: r.channel_id)
+            if row.video_url
+        }
 
     @property
     def as_expected(self) -> bool:
@@ -203,6 +228,7 @@ class Tally:
             expired=counts["expired"],
             in_doubt=counts["in_doubt"],
             dead_letters=self.dead_letters,
+            clips=len(self.clips),
         )
 
 
@@ -228,6 +254,7 @@ def summary_lines(burst: Burst, tally: Tally, seconds: float, *, interrupted: bo
         "",
         f"moments: {expected.moments}" + ("" if tally.complete else f" ({observed.moments} answered)"),
         f"recordings started: {observed.started}",
+        f"clips: {observed.clips}" + ("" if observed.clips >= expected.clips else f" ({expected.clips} expected)"),
         f"duplicates avoided: {observed.duplicates}",
         f"failures: {observed.failed}{offline}",
         f"expired: {observed.expired}",
@@ -235,6 +262,7 @@ def summary_lines(burst: Burst, tally: Tally, seconds: float, *, interrupted: bo
         f"dead letters: {observed.dead_letters}",
         f"time taken: {seconds:.1f} s",
     ]
+    lines += [f"  {channel}: {url}" for channel, url in tally.video_urls().items()]
     if interrupted:
         lines.append("interrupted before every moment was answered")
     elif tally.complete and not tally.as_expected:
@@ -253,6 +281,7 @@ def summary_document(burst: Burst, tally: Tally, seconds: float, *, interrupted:
         "matches_expected": tally.as_expected,
         "interrupted": interrupted,
         "offline_channel": burst.offline_channel,
+        "video_urls": tally.video_urls(),
     }
 
 
@@ -295,6 +324,13 @@ def result_line(document: dict[str, Any]) -> str:
         tail += f" (occurred {document.get('occurred_at')})"
     window = window_cst(document.get("start_time"), document.get("end_time"))
     return _columns(status, str(document.get("channel_id")), what, window, tail)
+
+
+def clip_line(document: dict[str, Any]) -> str:
+    """A clip: its recording's channel and window, the file, and where to watch it."""
+    window = window_cst(document.get("start_time"), document.get("end_time"))
+    what = f"file {document.get('file_id')}"
+    return _columns("clip", str(document.get("channel_id")), what, window, str(document.get("video_url")))
 
 
 def dead_letter_line(key: bytes | None, reason: str, message: str) -> str:

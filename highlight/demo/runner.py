@@ -1,8 +1,10 @@
 """`highlight demo`: the whole job on one machine with nothing to set up.
 
 One asyncio loop holds everything: the embedded tansu broker (a child process), the Live simulator, the
-recorder service, a producer for a burst of moments and a reader of results and dead letters. Every exit path,
-Ctrl-C included, unwinds one exit stack; the broker goes last, since it is the one thing that would outlive us.
+callback receiver, the recorder service, a producer for a burst of moments and a reader of results, dead
+letters and clips. The simulator ends its recordings TIME_SCALE times sooner than real and announces their
+files to the receiver, so each recording's clip arrives within seconds. Every exit path, Ctrl-C included,
+unwinds one exit stack; the broker goes last, since it is the one thing that would outlive us.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from aiokafka.errors import KafkaError
 
 from highlight import config, logs
 from highlight.broker import BrokerUnavailableError, EmbeddedBroker
-from highlight.config import Settings
+from highlight.callbacks.receiver import Receiver
+from highlight.config import ReceiverSettings, Settings
 from highlight.dead_letters import CONNECT_MESSAGE, DLQ_REASON_HEADER
 from highlight.demo.moments import (
     BURST_HEADER,
@@ -46,7 +49,10 @@ from highlight.simulator.config import parse_latency
 
 APPID = "1234"
 KEY = "demo-secret-key"
+CALLBACK_KEY = "demo-callback-key"
 PARTITIONS = 3
+# A 5-minute recording ends in 3 s, and its file is announced then.
+TIME_SCALE = 100
 # The service's own logs would drown the table; warnings (a dead letter, a failed commit) still show.
 LOG_FORMAT, LOG_LEVEL = "auto", "warning"
 # How long a clean stop may take (the service drains in-flight calls for up to 5 s) before it is cut short.
@@ -177,14 +183,22 @@ class _Demo:
         async with AsyncExitStack() as stack:
             broker = self.broker = stack.enter_context(EmbeddedBroker())
             offline = frozenset({self.burst.offline_channel} if self.burst.offline_channel else ())
-            simulator = LiveSimulator(SimulatorConfig(APPID, KEY, latency_ms=self.latency, offline_channels=offline))
+            sim_config = SimulatorConfig(
+                APPID,
+                KEY,
+                latency_ms=self.latency,
+                offline_channels=offline,
+                callback_key=CALLBACK_KEY,
+                time_scale=TIME_SCALE,
+            )
+            simulator = LiveSimulator(sim_config)
             url = await simulator.start()
             stack.push_async_callback(simulator.stop)
             settings = _settings(broker.bootstrap, url)
             self._introduce(settings, url)
             self.view = make_view(self.human, self.tally, self.burst, self.started)
             stack.callback(lambda: self.view.close())
-            tasks = await self._unless_stopped(self._start(stack, settings))
+            tasks = await self._unless_stopped(self._start(stack, settings, simulator))
             if tasks is None:
                 return self._report(interrupted=True)
             runner, reader = tasks
@@ -223,17 +237,27 @@ class _Demo:
                 " 'ApiVersionRequest failed: Local: Read underflow'",
                 f"simulator: {url} (appid {APPID}, key {KEY})",
                 f"topics: moments {kafka.moments_topic} ({PARTITIONS} partitions, key = channel_id),"
-                f" results {kafka.results_topic}, dead letters {kafka.dlq_topic}",
+                f" results {kafka.results_topic}, dead letters {kafka.dlq_topic}, clips {kafka.clips_topic}",
+                f"recordings end {TIME_SCALE} times sooner than real; their files are announced to the receiver",
             ]
         for line in lines:
             print(line, file=self.human, flush=True)
 
-    async def _start(self, stack: AsyncExitStack, settings: Settings) -> tuple[asyncio.Task[None], asyncio.Task[None]]:
-        """Topics, the result reader, the burst, the recorder: each registered on `stack` as it starts."""
+    async def _start(
+        self, stack: AsyncExitStack, settings: Settings, simulator: LiveSimulator
+    ) -> tuple[asyncio.Task[None], asyncio.Task[None]]:
+        """Topics, the receiver, the reader, the burst, the recorder: each registered on `stack` as it starts."""
         from highlight.service import Service
 
         kafka = settings.kafka
-        await _create_topics(kafka.bootstrap_servers, [kafka.moments_topic, kafka.results_topic, kafka.dlq_topic])
+        topics = [kafka.moments_topic, kafka.results_topic, kafka.dlq_topic, kafka.callbacks_topic, kafka.clips_topic]
+        await _create_topics(kafka.bootstrap_servers, topics)
+        receiver = await stack.enter_async_context(
+            Receiver(_receiver_settings(kafka.bootstrap_servers), host="127.0.0.1")
+        )
+        simulator.set_config(callback_url=receiver.url)
+        if self.args.keep_running:
+            self.view.note(f"callback receiver: {receiver.url} (callback key {CALLBACK_KEY})")
         consumer = AIOKafkaConsumer(
             bootstrap_servers=kafka.bootstrap_servers,
             enable_auto_commit=False,
@@ -242,10 +266,9 @@ class _Demo:
         )
         await consumer.start()
         stack.push_async_callback(consumer.stop)
-        consumer.assign(
-            [TopicPartition(t, p) for t in (kafka.results_topic, kafka.dlq_topic) for p in range(PARTITIONS)]
-        )
-        reader = asyncio.create_task(self._read(consumer, kafka.dlq_topic), name="demo-results")
+        read = (kafka.results_topic, kafka.dlq_topic, kafka.clips_topic)
+        consumer.assign([TopicPartition(t, p) for t in read for p in range(PARTITIONS)])
+        reader = asyncio.create_task(self._read(consumer, kafka.dlq_topic, kafka.clips_topic), name="demo-results")
         stack.push_async_callback(_cancel, reader)
         await _publish(kafka.bootstrap_servers, kafka.moments_topic, self.burst)
         self.view.phase("recorder joining its group")
@@ -276,15 +299,17 @@ class _Demo:
 
     # --- results ----------------------------------------------------------------------------------
 
-    async def _read(self, consumer: AIOKafkaConsumer, dlq_topic: str) -> None:
+    async def _read(self, consumer: AIOKafkaConsumer, dlq_topic: str, clips_topic: str) -> None:
         while True:
             batches = await consumer.getmany(timeout_ms=200)
             if batches:
-                self.view.phase("recording")
+                self.view.phase("recording" if self.tally.answered < len(self.burst.records) else "awaiting clips")
             for messages in batches.values():
                 for message in messages:
                     if message.topic == dlq_topic:
                         self._dead_letter(message)
+                    elif message.topic == clips_topic:
+                        self._clip(message.value)
                     else:
                         self._result(message.value)
             if self.tally.complete and not self.complete.is_set():
@@ -298,6 +323,14 @@ class _Demo:
             return  # someone else's junk on the results topic (--keep-running): not ours to show
         if isinstance(document, dict) and self.tally.add_result(document):
             self.view.result(document)
+
+    def _clip(self, value: bytes | None) -> None:
+        try:
+            document = orjson.loads(value or b"")
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(document, dict) and self.tally.add_clip(document):
+            self.view.clip(document)
 
     def _dead_letter(self, message: Any) -> None:
         headers = dict(message.headers or ())
@@ -322,7 +355,9 @@ class _Demo:
             return None
         self.view.close()
         if not self._failure(runner, reader):
-            self.view.note(f"highlight demo: error: not every moment was answered in {self.args.timeout:g} s")
+            self.view.note(
+                f"highlight demo: error: not every moment was answered, nor every clip in, in {self.args.timeout:g} s"
+            )
         self._report(interrupted=False)
         return EXIT_FAILURE
 
@@ -369,6 +404,19 @@ def _settings(bootstrap: str, live_url: str) -> Settings:
             # The simulator has no rate limit worth modelling here; a burst should not queue behind ours.
             "HIGHLIGHT_LIVE_MAX_RPS": "1000",
             "HIGHLIGHT_DRAIN_TIMEOUT_SECONDS": "5",
+            "HIGHLIGHT_LOG_FORMAT": LOG_FORMAT,
+            "HIGHLIGHT_LOG_LEVEL": LOG_LEVEL,
+        }
+    )
+
+
+def _receiver_settings(bootstrap: str) -> ReceiverSettings:
+    return config.load_receiver(
+        {
+            "HIGHLIGHT_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "HIGHLIGHT_CALLBACK_KEY": CALLBACK_KEY,
+            "HIGHLIGHT_CALLBACK_PORT": "0",
+            "HIGHLIGHT_METRICS_PORT": "0",
             "HIGHLIGHT_LOG_FORMAT": LOG_FORMAT,
             "HIGHLIGHT_LOG_LEVEL": LOG_LEVEL,
         }

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
-from highlight.demo.moments import Burst, ChannelRow, Tally, dead_letter_line, header_line, result_line
+from highlight.demo.moments import Burst, ChannelRow, Tally, clip_line, dead_letter_line, header_line, result_line
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -31,6 +31,9 @@ class View:
     def dead_letter(self, key: bytes | None, reason: str, message: str) -> None:
         raise NotImplementedError
 
+    def clip(self, document: dict[str, Any]) -> None:
+        raise NotImplementedError
+
     def close(self) -> None:
         """Idempotent."""
 
@@ -50,6 +53,9 @@ class PlainView(View):
 
     def dead_letter(self, key: bytes | None, reason: str, message: str) -> None:
         self._line(dead_letter_line(key, reason, message))
+
+    def clip(self, document: dict[str, Any]) -> None:
+        self._line(clip_line(document))
 
     def _line(self, line: str) -> None:
         if not self._headed:
@@ -95,6 +101,9 @@ class LiveTable(View):
     def dead_letter(self, key: bytes | None, reason: str, message: str) -> None:
         pass
 
+    def clip(self, document: dict[str, Any]) -> None:
+        pass
+
     def close(self) -> None:
         ticker, self._ticker = self._ticker, None
         if ticker is None:
@@ -116,7 +125,8 @@ class LiveTable(View):
             box=box.SIMPLE_HEAD,
             padding=0,
             show_edge=False,
-            caption=f"{self._phase} · {tally.answered}/{len(self._burst.records)} answered · {elapsed:.1f} s",
+            caption=f"{self._phase} · {tally.answered}/{len(self._burst.records)} answered · "
+            f"{len(tally.clips)}/{tally.expected.clips} clips · {elapsed:.1f} s",
             caption_justify="left",
         )
         for name, justify in (
@@ -130,6 +140,8 @@ class LiveTable(View):
             ("exp", "right"),
         ):
             table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        # The video URL folds onto more lines rather than squeeze the columns before it.
+        table.add_column("clip (video URL)", overflow="fold")
         rows = {name: ChannelRow(name) for name in self._burst.channels} | tally.rows
         for row in sorted(rows.values(), key=lambda r: r.channel_id):
             counts = row.counts
@@ -142,11 +154,12 @@ class LiveTable(View):
                 str(counts["duplicate"] or ""),
                 str(counts["failed"] or ""),
                 str(counts["expired"] or ""),
+                row.video_url or "-",
             )
         if tally.dead_letter_reasons:
             reasons = ", ".join(sorted(tally.dead_letter_reasons))
             total = str(sum(tally.dead_letter_reasons.values()))
-            table.add_row("(malformed)", Text("dead letter", style="magenta"), reasons, "-", total, "", "", "")
+            table.add_row("(malformed)", Text("dead letter", style="magenta"), reasons, "-", total, "", "", "", "")
         return table
 
 

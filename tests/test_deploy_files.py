@@ -2,11 +2,11 @@
 
 No Docker engine is needed (nor available in CI): the files are parsed, and each test pins one property a
 deployment relies on. Configuration names are checked against `highlight.config.ENV_DEFAULTS`, the single
-list of documented settings; metric names in the dashboard and the alerting rules against the registry of
-`highlight.metrics.Metrics`, the single list of instruments. The real tools check them too: `promtool` (Debian's
-`prometheus` package) the Prometheus files, `dclint` (npm, the version .ci/run pins) the compose file against the
-Compose Specification and the rules configured in .dclintrc.yml. .ci/run installs both; where one is missing
-the test skips saying so, except in CI, where it fails.
+list of documented settings; metric names in the dashboard and the alerting rules against the registries of
+`highlight.metrics.Metrics` and `ReceiverMetrics`, the single lists of instruments. The real tools check them
+too: `promtool` (Debian's `prometheus` package) the Prometheus files, `dclint` (npm, the version .ci/run pins)
+the compose file against the Compose Specification and the rules configured in .dclintrc.yml. .ci/run
+installs both; where one is missing the test skips saying so, except in CI, where it fails.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
+from highlight.callbacks.receiver import PATH as CALLBACK_PATH
 from highlight.config import DEFAULT_LIVE_URLS, ENV_DEFAULTS
-from highlight.metrics import Metrics
+from highlight.metrics import Metrics, ReceiverMetrics
 from tests import harness
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -473,6 +474,8 @@ def test_compose_topics_init_creates_exactly_the_documented_topics(topics: dict[
         ENV_DEFAULTS["HIGHLIGHT_DLQ_TOPIC"],
         ENV_DEFAULTS["HIGHLIGHT_STATE_TOPIC"],
         ENV_DEFAULTS["HIGHLIGHT_REPARTITION_TOPIC"] or f"{ENV_DEFAULTS['HIGHLIGHT_GROUP_ID']}.repartition",
+        ENV_DEFAULTS["HIGHLIGHT_CALLBACKS_TOPIC"],
+        ENV_DEFAULTS["HIGHLIGHT_CLIPS_TOPIC"],
     }
     assert set(topics) == expected
 
@@ -489,6 +492,8 @@ def test_compose_recorder_topic_settings_match_the_created_topics(
             "HIGHLIGHT_RESULTS_TOPIC",
             "HIGHLIGHT_DLQ_TOPIC",
             "HIGHLIGHT_STATE_TOPIC",
+            "HIGHLIGHT_CALLBACKS_TOPIC",
+            "HIGHLIGHT_CLIPS_TOPIC",
         )
     }
     names["HIGHLIGHT_REPARTITION_TOPIC"] = env.get("HIGHLIGHT_REPARTITION_TOPIC") or f"{group}.repartition"
@@ -508,6 +513,12 @@ def test_compose_state_topic_is_compacted_with_the_moments_partition_count(
 def test_compose_repartition_topic_has_the_moments_partition_count(topics: dict[str, TopicSpec]) -> None:
     repartition = ENV_DEFAULTS["HIGHLIGHT_REPARTITION_TOPIC"] or f"{ENV_DEFAULTS['HIGHLIGHT_GROUP_ID']}.repartition"
     assert topics[repartition].partitions == topics[ENV_DEFAULTS["HIGHLIGHT_MOMENTS_TOPIC"]].partitions
+
+
+def test_compose_callbacks_topic_has_the_moments_partition_count(topics: dict[str, TopicSpec]) -> None:
+    """A channel's recording files live at its moments' partition index, so its state's owner reads them."""
+    callbacks = topics[ENV_DEFAULTS["HIGHLIGHT_CALLBACKS_TOPIC"]]
+    assert callbacks.partitions == topics[ENV_DEFAULTS["HIGHLIGHT_MOMENTS_TOPIC"]].partitions
 
 
 def test_compose_topics_init_is_an_idempotent_one_shot_with_explicit_layout(
@@ -579,6 +590,44 @@ def test_compose_recorder_live_settings_match_the_simulator(
     assert url.path == urlsplit(DEFAULT_LIVE_URL).path, "same path as the real endpoint"
     assert env["HIGHLIGHT_LIVE_APPID"] == option(sim_args, "--appid")
     assert env["HIGHLIGHT_LIVE_KEY"] == option(sim_args, "--key")
+
+
+# --------------------------------------------------------------------------------------------------------
+# The callback receiver
+
+
+def test_compose_callbacks_runs_the_receiver_from_the_shared_image_after_its_topics(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    receiver = services["callbacks"]
+    assert receiver.get("command") == ["callbacks"]
+    assert receiver["image"] == services["recorder"]["image"]
+    assert receiver.get("depends_on") == {
+        "kafka": {"condition": "service_healthy"},
+        "topics-init": {"condition": "service_completed_successfully"},
+    }
+    assert "ports" not in receiver, "a published host port allows one replica only (use expose)"
+    assert "container_name" not in receiver, "a fixed container_name allows one replica only"
+
+
+def test_compose_callbacks_shares_the_recorders_kafka_and_topics(services: dict[str, dict[str, Any]]) -> None:
+    receiver, recorder = environment(services["callbacks"]), environment(services["recorder"])
+    for setting in ("HIGHLIGHT_KAFKA_BOOTSTRAP_SERVERS", "HIGHLIGHT_MOMENTS_TOPIC", "HIGHLIGHT_CALLBACKS_TOPIC"):
+        assert receiver.get(setting, ENV_DEFAULTS[setting]) == recorder.get(setting, ENV_DEFAULTS[setting]), setting
+
+
+def test_compose_simulator_calls_the_receiver_with_its_callback_key(
+    services: dict[str, dict[str, Any]], sim_args: list[str]
+) -> None:
+    receiver = environment(services["callbacks"])
+    url = urlsplit(option(sim_args, "--callback-url"))
+    assert url.hostname == "callbacks"
+    assert str(url.port) == receiver.get("HIGHLIGHT_CALLBACK_PORT", ENV_DEFAULTS["HIGHLIGHT_CALLBACK_PORT"])
+    assert url.path == CALLBACK_PATH
+    assert receiver["HIGHLIGHT_CALLBACK_KEY"] == option(sim_args, "--callback-key")
+    assert "sim" in receiver["HIGHLIGHT_CALLBACK_KEY"], "the simulator's own key, not a Tencent one"
+    exposed = {str(entry) for entry in services["callbacks"].get("expose") or []}
+    assert {str(url.port), receiver.get("HIGHLIGHT_METRICS_PORT", METRICS_PORT)} <= exposed
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -815,8 +864,9 @@ def test_kubernetes_example_runs_a_pinned_image_as_non_root(kubernetes: list[dic
 
 MONITORING_PROFILE = "monitoring"
 MONITORING_SERVICES = {"prometheus", "grafana"}
-DEFAULT_SERVICES = {"kafka", "topics-init", "live-sim", "recorder"}
+DEFAULT_SERVICES = {"kafka", "topics-init", "live-sim", "recorder", "callbacks"}
 SCRAPE_JOB = "highlight"
+CALLBACKS_JOB = "highlight-callbacks"
 PROMETHEUS_CONFIG_PATH = "/etc/prometheus/prometheus.yml"  # the image's default --config.file
 PROMETHEUS_PORT = 9090  # the image's default --web.listen-address
 GRAFANA_PROVISIONING_PATH = "/etc/grafana/provisioning"  # the image's GF_PATHS_PROVISIONING
@@ -856,10 +906,11 @@ class Family:
     values: dict[str, frozenset[str]]  # label values the registry creates up front
 
 
-def metric_families(metrics: Metrics) -> dict[str, Family]:
+def metric_families(metrics: Metrics | ReceiverMetrics) -> dict[str, Family]:
     """Every family of the service's registry, collected through `registry.collect()`."""
-    # The lag is read at scrape time and has no series until a source is watched: give it one partition.
-    metrics.watch_lag(lambda: [(ENV_DEFAULTS["HIGHLIGHT_MOMENTS_TOPIC"], 0, 0)])
+    if isinstance(metrics, Metrics):
+        # The lag is read at scrape time and has no series until a source is watched: give it one partition.
+        metrics.watch_lag(lambda: [(ENV_DEFAULTS["HIGHLIGHT_MOMENTS_TOPIC"], 0, 0)])
     # A labelled metric with no child yet has no sample to read its label names from; prometheus_client
     # keeps them in `_labelnames`.
     declared = {
@@ -998,8 +1049,19 @@ def alerting_rules(alerts: dict[str, Any]) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def families() -> dict[str, Family]:
+    """The recorder's families and the receiver's; one family where both have it (the build info)."""
     found = metric_families(Metrics())
     assert found, "highlight.metrics.Metrics registers no metric"
+    for name, family in metric_families(ReceiverMetrics()).items():
+        same = found.get(name)
+        if same is not None:
+            assert (same.type, same.series) == (family.type, family.series), f"{name} differs between the two"
+            values = {
+                k: same.values.get(k, frozenset()) | family.values.get(k, frozenset())
+                for k in {*same.values, *family.values}
+            }
+            family = Family(name, family.type, family.series, same.labels | family.labels, values)
+        found[name] = family
     return found
 
 
@@ -1154,7 +1216,19 @@ def test_prometheus_and_grafana_queries_select_the_scrape_job(
     texts = [rule["expr"] for rule in alerting_rules(alerts)] + [expr for _, expr in grafana_expressions(dashboard)]
     texts += [json.dumps(variable) for variable in dashboard.get("templating", {}).get("list", [])]
     jobs = {job for text in texts for job in JOB_MATCHER.findall(text)}
-    assert jobs <= {SCRAPE_JOB}, f"queries select job {sorted(jobs - {SCRAPE_JOB})}, scraped as {SCRAPE_JOB!r}"
+    scraped = {SCRAPE_JOB, CALLBACKS_JOB}
+    assert jobs <= scraped, f"queries select job {sorted(jobs - scraped)}, scraped as {sorted(scraped)}"
+
+
+def test_prometheus_scrapes_the_callback_receivers_as_their_own_job(
+    services: dict[str, dict[str, Any]], prometheus_config: dict[str, Any]
+) -> None:
+    jobs = [job for job in prometheus_config.get("scrape_configs") or [] if job.get("job_name") == CALLBACKS_JOB]
+    assert len(jobs) == 1, f"expected one scrape job {CALLBACKS_JOB!r}"
+    (config,) = jobs[0]["dns_sd_configs"]
+    assert (config["names"], config.get("type")) == (["callbacks"], "A")
+    port = environment(services["callbacks"]).get("HIGHLIGHT_METRICS_PORT", METRICS_PORT)
+    assert int(config["port"]) == int(port)
 
 
 def test_alerts_file_is_prometheus_rule_syntax(alerts: dict[str, Any]) -> None:

@@ -5,6 +5,9 @@ never read and rewritten by two jobs at once. Exactly one clip per file: the cli
 then the recording's entry is rewritten with the file's id (acknowledged). A crash between the two publishes
 that clip again, identically; a notification Live re-sends later finds the file id and publishes nothing.
 
+Like a moment's, a record's work runs under the last resort (`highlight.last_resort`): a record that fails in
+our own code on every retry is dead-lettered (`unprocessable`) instead of stopping its partition for good.
+
 Business logic only; Kafka is reached through the adapters, whose errors are already ours.
 """
 
@@ -26,6 +29,7 @@ from highlight.callbacks.notification import (
 from highlight.clips import candidate_buckets, clip_document, encode_clip, match, seconds_after_window
 from highlight.config import Settings
 from highlight.kafka import Producer, Record, home_partition
+from highlight.last_resort import LastResort
 from highlight.metrics import Metrics
 from highlight.recorder import Routed
 from highlight.state import StateStore
@@ -43,6 +47,7 @@ class Clipper:
         state: StateStore,
         metrics: Metrics,
         clock: Callable[[], datetime],
+        dead_letter_bytes: int | None = None,
     ) -> None:
         self._topic = settings.kafka.clips_topic
         self._bucket_seconds = settings.recorder.bucket_seconds
@@ -52,23 +57,28 @@ class Clipper:
         self._state = state
         self._metrics = metrics
         self._clock = clock
+        self._last_resort = LastResort(settings, producer, metrics, dead_letter_bytes=dead_letter_bytes)
 
     def route(self, record: Record) -> Routed:
         """Read the notification now (cheap, and it decides the lane); match and publish in the lane."""
         unordered = f"\0{record.topic}:{record.partition}:{record.offset}"
+        guarded = self._last_resort.guarded
         try:
             file = parse_recording_file(read_document(record.value))
+            home = home_partition(file.channel_id, self._partitions)
         except InvalidNotification as invalid:
             reason = "other_event" if invalid.reason == "not_a_file" else "unreadable"
             message = str(invalid)
-            return Routed(unordered, lambda: self._ignore(record, reason, message))
-        home = home_partition(file.channel_id, self._partitions)
+            return Routed(unordered, lambda: guarded(record, lambda: self._ignore(record, reason, message)))
+        except Exception as exc:
+            crash = exc  # a bug in reading this record: the last resort deals with it in its lane
+            return Routed(unordered, lambda: guarded(record, lambda: _raise(crash)))
         if record.partition != home:
             # Only the receiver writes this topic, always to the home partition: someone else wrote this one,
             # and this instance may not hold that channel's recordings.
             message = f"on partition {record.partition}, but {file.channel_id!r} lives on {home}"
-            return Routed(unordered, lambda: self._ignore(record, "misplaced", message))
-        return Routed(f"ch:{file.channel_id}", lambda: self._clip(record, file, home))
+            return Routed(unordered, lambda: guarded(record, lambda: self._ignore(record, "misplaced", message)))
+        return Routed(f"ch:{file.channel_id}", lambda: guarded(record, lambda: self._clip(record, file, home)))
 
     async def _ignore(self, record: Record, reason: str, message: str) -> None:
         self._metrics.callbacks_ignored.labels(reason).inc()
@@ -128,6 +138,10 @@ class Clipper:
             seconds_after_window=round(delay, 1),
             latency_ms=_since(started),
         )
+
+
+async def _raise(exc: Exception) -> None:
+    raise exc
 
 
 def _since(started: float) -> float:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from highlight.budget import Limits
+from highlight.callbacks.notification import MAX_BODY_BYTES
 from highlight.config_table import (
     CALLBACKS,
     DEFAULT_LIVE_URLS,
@@ -199,6 +200,13 @@ def load_receiver(environ: Mapping[str, str], flags: argparse.Namespace | None =
     kafka = _kafka(values)
     if kafka.callbacks_topic == kafka.moments_topic:
         raise ConfigError("HIGHLIGHT_MOMENTS_TOPIC and HIGHLIGHT_CALLBACKS_TOPIC must differ")
+    if kafka.max_request_bytes < MAX_BODY_BYTES + REQUEST_HEADROOM_BYTES:
+        # A notification the receiver takes must fit in one request, or Live would be answered 503 for ever.
+        raise ConfigError(
+            f"HIGHLIGHT_KAFKA_MAX_REQUEST_BYTES ({kafka.max_request_bytes}) must be at least "
+            f"{MAX_BODY_BYTES + REQUEST_HEADROOM_BYTES} for the receiver: a notification of up to {MAX_BODY_BYTES} "
+            "bytes, with its key, must fit in one request"
+        )
     _check_kafka_security(kafka)
     return ReceiverSettings(
         kafka=kafka,

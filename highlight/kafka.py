@@ -7,6 +7,7 @@ trust in `end_offsets()` (tansu undercounts it): reading "to the end" means reac
 from __future__ import annotations
 
 import asyncio
+import random
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ import structlog
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
+from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from highlight import kafka_records
@@ -163,13 +165,22 @@ class Producer:
         )
         self._started = False
 
-    async def reachable(self) -> bool:
-        """Whether a broker answers a metadata request now (for all topics: naming one might auto-create it)."""
-        try:
-            await self._producer.client.fetch_all_metadata()
-        except aiokafka.errors.KafkaError:
-            return False
-        return True
+    async def reachable(self, topic: str) -> bool:
+        """Whether any broker answers a metadata request for `topic` now.
+
+        Only `topic`, and never creating it: metadata for every topic can be megabytes on a large cluster, and a
+        broker that auto-creates topics would create a missing one with its default partition count.
+        """
+        client = self._producer.client
+        nodes = [broker.nodeId for broker in client.cluster.brokers()]
+        random.shuffle(nodes)
+        for node in nodes:
+            try:
+                await client.send(node, MetadataRequest([topic], allow_auto_topic_creation=False))
+            except aiokafka.errors.KafkaError:
+                continue
+            return True
+        return False
 
     async def __aenter__(self) -> Producer:
         async with broker_errors("producer start"):

@@ -131,6 +131,7 @@ class Service(RebalanceHandler):
                 state=self._state,
                 metrics=self.metrics,
                 clock=self._clock,
+                dead_letter_bytes=topics.dlq_max_message_bytes,
             )
             if self.settings.metrics_port:
                 ops = OpsServer(

@@ -1186,3 +1186,12 @@ def test_a_setting_names_only_known_commands_and_only_run_depends_on_the_api() -
         config.Setting("HIGHLIGHT_X", None, "x", commands=("serve",))
     with pytest.raises(ValueError, match="only `run`"):
         config.Setting("HIGHLIGHT_X", None, "x", required_by=("live_tape_start",), commands=("callbacks",))
+
+
+def test_the_receiver_needs_requests_large_enough_for_the_largest_notification() -> None:
+    with pytest.raises(ConfigError, match=r"HIGHLIGHT_KAFKA_MAX_REQUEST_BYTES \(65536\) must be at least 81920"):
+        config.load_receiver({**CALLBACK_ENV, "HIGHLIGHT_KAFKA_MAX_REQUEST_BYTES": "65536"})
+    assert (
+        config.load_receiver({**CALLBACK_ENV, "HIGHLIGHT_KAFKA_MAX_REQUEST_BYTES": "81920"}).kafka.max_request_bytes
+        == 81920
+    )

@@ -1,7 +1,8 @@
 """A real Prometheus (Debian's `prometheus` package) scraping a running recorder with the project's alerting rules.
 
 The structural checks in test_deploy_files.py compare names; this one asks Prometheus itself whether every query
-of the Grafana dashboard and every alert expression finds series in what a recorder really exposes.
+of the Grafana dashboard and every alert expression finds series in what a recorder and a callback receiver
+really expose.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from tests.harness import (
     create_topics,
     moment,
     produce,
+    receiver_settings_for,
+    receiving,
     results,
     running,
     settings_for,
@@ -40,6 +43,7 @@ PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "highlight.json"
 SCRAPE_JOB = "highlight"  # the job the dashboard and the alerts select
+CALLBACKS_JOB = "highlight-callbacks"  # the callback receivers' job
 # Grafana's variables, each with a value Prometheus accepts. A second-long scrape interval makes a minute of
 # rate window hold plenty of samples.
 GRAFANA_VARIABLES = {"$instance": ".*", "$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h"}
@@ -89,17 +93,20 @@ def test_without_thresholds_keeps_the_data_and_drops_the_verdict() -> None:
     assert without_thresholds('d{o!~"x|y"}[5m] > 0') == 'd{o!~"x|y"}[5m] > bool 0'
 
 
-def prometheus_config(metrics_port: int) -> dict[str, Any]:
-    """deploy/prometheus/prometheus.yml with the recorder found at a fixed address instead of by compose DNS,
-    the repository's alerts.yml, and everything on a one-second clock."""
+def prometheus_config(metrics_port: int, receiver_port: int) -> dict[str, Any]:
+    """deploy/prometheus/prometheus.yml with the recorder and the callback receiver found at fixed addresses
+    instead of by compose DNS, the repository's alerts.yml, and everything on a one-second clock."""
     config: dict[str, Any] = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     config["rule_files"] = [str(ALERTS)]
-    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == SCRAPE_JOB]
-    del job["dns_sd_configs"]
-    job.pop("relabel_configs", None)  # they name the compose service from DNS; say it directly
-    job["static_configs"] = [{"targets": [f"127.0.0.1:{metrics_port}"], "labels": {"service": "recorder"}}]
-    config["scrape_configs"] = [job]
+    jobs = []
+    for name, port, service in ((SCRAPE_JOB, metrics_port, "recorder"), (CALLBACKS_JOB, receiver_port, "callbacks")):
+        (job,) = [job for job in config["scrape_configs"] if job["job_name"] == name]
+        del job["dns_sd_configs"]
+        job.pop("relabel_configs", None)  # they name the compose service from DNS; say it directly
+        job["static_configs"] = [{"targets": [f"127.0.0.1:{port}"], "labels": {"service": service}}]
+        jobs.append(job)
+    config["scrape_configs"] = jobs
     return config
 
 
@@ -149,11 +156,11 @@ class Prometheus:
 
 
 @asynccontextmanager
-async def prometheus(metrics_port: int, folder: Path) -> AsyncIterator[Prometheus]:
+async def prometheus(metrics_port: int, receiver_port: int, folder: Path) -> AsyncIterator[Prometheus]:
     """A Prometheus process on a free port with its storage in `folder`; stopped and waited for on exit."""
     binary = tool("prometheus", "apt-get install prometheus")
     config = folder / "prometheus.yml"
-    config.write_text(yaml.safe_dump(prometheus_config(metrics_port)), encoding="utf-8")
+    config.write_text(yaml.safe_dump(prometheus_config(metrics_port, receiver_port)), encoding="utf-8")
     port = free_port()
     log_path = folder / "prometheus.log"
     with log_path.open("wb") as log:
@@ -205,8 +212,14 @@ async def test_prometheus_finds_series_for_every_dashboard_query_and_alert_expre
     await produce(bootstrap, names.moments, [first, first | {"event_id": "prom-dup"}, moment("prom-2", "prom-retried")])
     await produce(bootstrap, names.moments, [moment("prom-3", "prom-unkeyed"), b"not json"], key=None)
     settings = settings_for(bootstrap, names, simulator.url, metrics_port=ops_port)
-    async with running(settings), prometheus(ops_port, tmp_path) as server:
+    receiver_port = free_port()
+    async with (
+        running(settings),
+        receiving(receiver_settings_for(bootstrap, names, metrics_port=receiver_port)),
+        prometheus(ops_port, receiver_port, tmp_path) as server,
+    ):
         await wait_ready(ops_port, 200)
+        await wait_ready(receiver_port, 200)
         answered = by_event(await results(bootstrap, names.results, 4))
         assert {event: document["status"] for event, document in answered.items()} == {
             "prom-1": "started",

@@ -179,7 +179,7 @@ class Receiver:
             await asyncio.sleep(PROBE_INTERVAL_SECONDS)
             try:
                 async with asyncio.timeout(STORE_TIMEOUT_SECONDS):
-                    self._set_available(await self._producer.reachable())
+                    self._set_available(await self._producer.reachable(self._topic))
             except TimeoutError:
                 self._set_available(False)
 
@@ -216,11 +216,12 @@ class Receiver:
             partition=partition,
             offset=offset,
             remote=request.headers.get("X-Forwarded-For", request.remote),
-            bytes=request.content_length,
+            bytes=request.content_length if body is None else len(body),
             latency_ms=round((time.perf_counter() - started) * 1000, 1),
         )
         if status == 200:
-            return web.json_response({"code": 0})
+            # Byte for byte what the legacy documents show.
+            return web.Response(body=b'{"code":0}', content_type="application/json")
         return web.json_response({"code": status, "message": _REASONS[verdict]}, status=status)
 
     async def _store(self, body: bytes, inspected: Inspected, partition: int | None) -> int | None:

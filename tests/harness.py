@@ -231,6 +231,17 @@ async def results(bootstrap: str, topic: str, count: int, *, timeout: float = 30
     return documents
 
 
+async def read_until(
+    bootstrap: str, topic: str, done: Callable[[list[Any]], bool], *, timeout: float = 30.0
+) -> list[Any]:
+    """Every record of `topic` once `done(records)` holds (read again from the beginning until it does)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not done(records := await read_topic(bootstrap, topic, 0, timeout=0.2)):
+        assert loop.time() < deadline, f"{topic} never held what was awaited within {timeout} s"
+    return records
+
+
 async def clips(bootstrap: str, topic: str, count: int, *, timeout: float = 30.0) -> list[dict[str, Any]]:
     """Clip events, each checked against the published schema and keyed by its channel."""
     documents = []

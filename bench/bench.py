@@ -156,11 +156,22 @@ class Names:
     state: str
     repartition: str
     group: str
+    callbacks: str
+    clips: str
 
     @classmethod
     def fresh(cls, label: str) -> Names:
         tag = f"bench-{label}-{uuid.uuid4().hex[:8]}"
-        return cls(f"{tag}.moments", f"{tag}.results", f"{tag}.dlq", f"{tag}.state", f"{tag}.repart", f"{tag}.group")
+        return cls(
+            f"{tag}.moments",
+            f"{tag}.results",
+            f"{tag}.dlq",
+            f"{tag}.state",
+            f"{tag}.repart",
+            f"{tag}.group",
+            f"{tag}.callbacks",
+            f"{tag}.clips",
+        )
 
     def env(self) -> dict[str, str]:
         return {
@@ -170,6 +181,8 @@ class Names:
             "HIGHLIGHT_STATE_TOPIC": self.state,
             "HIGHLIGHT_REPARTITION_TOPIC": self.repartition,
             "HIGHLIGHT_GROUP_ID": self.group,
+            "HIGHLIGHT_CALLBACKS_TOPIC": self.callbacks,
+            "HIGHLIGHT_CLIPS_TOPIC": self.clips,
         }
 
 

@@ -32,10 +32,6 @@ OK: Status = "ok"
 FAIL: Status = "FAIL"
 SKIPPED: Status = "skipped"
 
-# The topics of recording callbacks and of the clips made from them, at their default names: they are optional
-# here (checked only if they exist), and must share the moments topic's partition count like the state topic.
-CALLBACKS_TOPIC = "highlight.callbacks"
-CLIPS_TOPIC = "highlight.clips"
 # No single question may hold the report: an address that swallows packets would otherwise stall it for minutes.
 KAFKA_TIMEOUT_SECONDS = 20.0
 LIVE_TIMEOUT_SECONDS = 15.0
@@ -102,12 +98,12 @@ async def kafka_checks(settings: Settings) -> list[Line]:
     copartitioned = {
         "state-topic": kafka.state_topic,
         "repartition-topic": kafka.repartition_topic,
-        "callbacks-topic": CALLBACKS_TOPIC,
-        "clips-topic": CLIPS_TOPIC,
+        "callbacks-topic": kafka.callbacks_topic,
     }
     try:
         async with asyncio.timeout(KAFKA_TIMEOUT_SECONDS):
-            view = await cluster.describe(kafka, [kafka.moments_topic, *copartitioned.values(), kafka.dlq_topic])
+            described = [kafka.moments_topic, *copartitioned.values(), kafka.clips_topic, kafka.dlq_topic]
+            view = await cluster.describe(kafka, described)
     except (BrokerError, ConfigError, TimeoutError) as exc:
         why = str(exc) or f"no answer within {KAFKA_TIMEOUT_SECONDS:g} s"
         return [
@@ -118,9 +114,10 @@ async def kafka_checks(settings: Settings) -> list[Line]:
     lines = [broker_line(kafka.bootstrap_servers, view), moments_line(kafka.moments_topic, moments)]
     lines.append(copartitioned_line("state-topic", kafka.state_topic, view.topics.get(kafka.state_topic), moments))
     lines.append(compaction_line(kafka.state_topic, view.topics.get(kafka.state_topic)))
-    for name in ("repartition-topic", "callbacks-topic", "clips-topic"):
+    for name in ("repartition-topic", "callbacks-topic"):
         topic = copartitioned[name]
         lines.append(copartitioned_line(name, topic, view.topics.get(topic), moments))
+    lines.append(output_line("clips-topic", kafka.clips_topic, view.topics.get(kafka.clips_topic)))
     lines.append(dead_letter_size_line(kafka.dlq_topic, view.topics.get(kafka.dlq_topic), kafka.max_request_bytes))
     consumed = {
         topic: view.topics[topic].partitions
@@ -161,6 +158,13 @@ def copartitioned_line(name: str, topic: str, view: TopicView | None, moments: T
             "match (recreate it, or point the setting at a new topic)",
         )
     return Line(name, OK, f"{topic}: {_partitions(view.partitions)}, as the moments topic")
+
+
+def output_line(name: str, topic: str, view: TopicView | None) -> Line:
+    """A topic highlight only writes, keyed by channel: any partition count will do."""
+    if view is None:
+        return Line(name, OK, f"{topic}: absent (highlight creates it with the moments topic's partition count)")
+    return Line(name, OK, f"{topic}: {_partitions(view.partitions)}")
 
 
 def compaction_line(topic: str, view: TopicView | None) -> Line:

@@ -102,8 +102,8 @@ class Clipper:
             file_id=file.file_id,
             file_task_id=file.task_id,
         )
-        keys = ((file.channel_id, bucket) for bucket in candidate_buckets(file, self._bucket_seconds, self._max_age))
-        found = match(file, ((key, self._state.get(index, key)) for key in keys))
+        buckets = candidate_buckets(file, self._bucket_seconds, self._max_age)
+        found = match(file, self._state.recordings(index, file.channel_id, buckets))
         if found is None:
             self._metrics.files_unmatched.inc()
             # Normal for template recordings and other systems' tasks; a file of ours points at a gone window.

@@ -1,7 +1,8 @@
 """Recording files to clips: which recording of ours a file belongs to, and the clip event. Pure.
 
-A recording is a state entry: key (channel_id, bucket), the window sent to the API (CST strings), its task id
-and the moment that started it. A file matches
+A recording is a state entry: its key ((channel_id, bucket), or (channel_id, bucket, event_id) in `window`
+dedup mode), the window sent to the API (CST strings), its task id and the moment that started it. A file
+matches
 1. by task id: the notification's `task_id` equals the task id of a recording we started for that channel;
 2. else by window: the file's [start_time, end_time] overlaps a recording's window of that channel, and the
    largest overlap wins (ties: a started recording before an in-doubt one, then the earlier window).
@@ -12,7 +13,8 @@ for their window proves the recording exists, and the moment gets its video afte
 
 The recordings a file can belong to are found without scanning the state: a recording's call happens within
 its bucket (or up to the max event age, plus retries, after it), and lasts at most 30 minutes, so the buckets
-whose recording can overlap a file follow from the file's times (`candidate_buckets`).
+whose recording can overlap a file follow from the file's times (`candidate_buckets`); the state looks up
+those buckets' keys of the file's channel (`StateStore.recordings`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 import orjson
 
 from highlight.callbacks.notification import RecordingFile
-from highlight.dedup import EXPIRY_GRACE_SECONDS, DedupKey, Entry, Phase
+from highlight.dedup import DedupKey, Entry, Phase
 from highlight.recording import MAX_RECORD_SECONDS, parse_cst
 from highlight.results import LEGACY_API
 
@@ -35,8 +37,9 @@ RECORDING_STATUSES = ("started", "in_doubt")
 # A moment stamped ahead of our clock starts its recording before its bucket does; up to this much ahead, its
 # recording is still found by window (by task id, always).
 FUTURE_SKEW_SECONDS = 15 * 60
-# Retries and the rate limit may put a call after its moment's max age; as much as expiry allows for.
-CALL_SLACK_SECONDS = EXPIRY_GRACE_SECONDS
+# Retries (attempts seconds apart, each up to its timeout) may put a call after its moment's max age: the same
+# generous room `highlight.state` gives a moment's candidates.
+CALL_SLACK_SECONDS = 600
 # A file longer than this many buckets is matched by task id only: no recording of ours is that long.
 MAX_CANDIDATE_BUCKETS = 4096
 _DECIMAL = re.compile(r"(0|[1-9][0-9]{0,19})", re.ASCII)

@@ -273,3 +273,22 @@ async def test_a_notification_sent_again_after_a_restart_finds_its_file_in_the_r
 @pytest.fixture
 def restart_names() -> Names:
     return Names.unique("clips-restart")
+
+
+async def test_in_window_dedup_mode_a_recording_keyed_by_its_moment_gets_its_clip(
+    bootstrap: str, sim: LiveSimulator, window_names: Names
+) -> None:
+    names = window_names
+    await create_topics(bootstrap, {names.moments: PARTITIONS})
+    async with receiving(receiver_settings_for(bootstrap, names)) as own_receiver:
+        with options(sim, callback_url=own_receiver.url, callback_omit_task_id=True):
+            async with running(settings_for(bootstrap, names, sim.url, dedup_mode="window")):
+                result = await record(bootstrap, names, "window-mode-1", "clip-window-mode")
+                (clip,) = await clips_of(bootstrap, names.clips, "clip-window-mode")
+    (note,) = notes_of(sim, "clip-window-mode")
+    assert_clip_of(clip, result, note, "window")
+
+
+@pytest.fixture
+def window_names() -> Names:
+    return Names.unique("clips-window")

@@ -51,6 +51,8 @@ WORKDIR /tmp
 
 # /metrics, /healthz and /readyz (HIGHLIGHT_METRICS_PORT).
 EXPOSE 9108
+# `highlight callbacks` serves Live's notifications here (HIGHLIGHT_CALLBACK_PORT).
+EXPOSE 8090
 
 # Liveness only (/readyz is for orchestrators that gate on it). slim has no curl: use the interpreter.
 # Follows HIGHLIGHT_METRICS_PORT when it is set; a port of 0 disables the endpoint and so this check.

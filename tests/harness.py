@@ -382,7 +382,7 @@ async def wait_ready(port: int, want: int, *, containing: str = "", timeout: flo
 
 ROOT = Path(__file__).resolve().parent.parent
 # Where .ci/run installs the npm tools it pins; git-ignored.
-LOCAL_TOOLS = ROOT / ".tools" / "node_modules" / ".bin"
+LOCAL_TOOLS = ROOT / ".ci" / "npm" / "node_modules" / ".bin"
 
 
 def tool(name: str, install: str) -> str:

@@ -319,14 +319,32 @@ def kubernetes() -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(read(KUBERNETES)) if doc]
 
 
-@pytest.fixture(scope="module")
-def k8s_container(kubernetes: list[dict[str, Any]]) -> dict[str, Any]:
+def k8s_workload(kubernetes: list[dict[str, Any]], name: str) -> dict[str, Any]:
     workloads = [doc for doc in kubernetes if doc["kind"] in {"Deployment", "StatefulSet"}]
-    assert len(workloads) == 1, f"expected one workload, found {[doc['kind'] for doc in workloads]}"
-    containers = workloads[0]["spec"]["template"]["spec"]["containers"]
+    (workload,) = [doc for doc in workloads if doc["metadata"]["name"] == name]
+    return workload
+
+
+def only_container(workload: dict[str, Any]) -> dict[str, Any]:
+    containers = workload["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1, "expected one container"
     container: dict[str, Any] = containers[0]
     return container
+
+
+@pytest.fixture(scope="module")
+def k8s_recorder(kubernetes: list[dict[str, Any]]) -> dict[str, Any]:
+    return k8s_workload(kubernetes, "highlight-recorder")
+
+
+@pytest.fixture(scope="module")
+def k8s_container(k8s_recorder: dict[str, Any]) -> dict[str, Any]:
+    return only_container(k8s_recorder)
+
+
+@pytest.fixture(scope="module")
+def k8s_receiver(kubernetes: list[dict[str, Any]]) -> dict[str, Any]:
+    return k8s_workload(kubernetes, "highlight-callbacks")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -845,18 +863,50 @@ def test_kubernetes_example_static_membership_uses_the_statefulset_pod_name(
     assert instance.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name"
 
 
-def test_kubernetes_example_grace_period_outlasts_the_drain(kubernetes: list[dict[str, Any]]) -> None:
-    (workload,) = [doc for doc in kubernetes if doc["kind"] in {"Deployment", "StatefulSet"}]
-    pod = workload["spec"]["template"]["spec"]
+def test_kubernetes_example_grace_period_outlasts_the_drain(k8s_recorder: dict[str, Any]) -> None:
+    pod = k8s_recorder["spec"]["template"]["spec"]
     assert pod.get("terminationGracePeriodSeconds", 30) > DRAIN_BOUND_SECONDS
 
 
-def test_kubernetes_example_runs_a_pinned_image_as_non_root(kubernetes: list[dict[str, Any]]) -> None:
-    (workload,) = [doc for doc in kubernetes if doc["kind"] in {"Deployment", "StatefulSet"}]
-    pod = workload["spec"]["template"]["spec"]
+@pytest.mark.parametrize("name", ["highlight-recorder", "highlight-callbacks"])
+def test_kubernetes_example_runs_a_pinned_image_as_non_root(kubernetes: list[dict[str, Any]], name: str) -> None:
+    pod = k8s_workload(kubernetes, name)["spec"]["template"]["spec"]
     assert pod.get("securityContext", {}).get("runAsNonRoot") is True
     image = pod["containers"][0]["image"]
     assert image_ref(image).tag not in (None, "latest"), f"unpinned image {image!r}"
+
+
+def test_kubernetes_example_receiver_is_a_stateless_deployment_reading_its_key_from_a_secret(
+    k8s_receiver: dict[str, Any],
+) -> None:
+    assert k8s_receiver["kind"] == "Deployment", "the receiver keeps no state: no stable pod names needed"
+    assert k8s_receiver["spec"]["replicas"] >= 2, "one receiver down must not leave Live's re-sends unanswered"
+    container = only_container(k8s_receiver)
+    assert container["args"] == ["callbacks"]
+    env = {entry["name"]: entry for entry in container["env"]}
+    key = env.get("HIGHLIGHT_CALLBACK_KEY")
+    assert key, "HIGHLIGHT_CALLBACK_KEY is not set"
+    assert "value" not in key, "the callback key is written into the manifest"
+    assert key.get("valueFrom", {}).get("secretKeyRef", {}).get("name")
+    assert "HIGHLIGHT_LIVE_KEY" not in env, "the receiver never needs the Live API key"
+
+
+def test_kubernetes_example_receiver_serves_the_callback_port_and_probes_the_metrics_port(
+    kubernetes: list[dict[str, Any]], k8s_receiver: dict[str, Any]
+) -> None:
+    container = only_container(k8s_receiver)
+    ports = {port.get("name"): port["containerPort"] for port in container["ports"]}
+    assert ports.get("callbacks") == 8090
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        http = container.get(probe, {}).get("httpGet")
+        assert http, f"no {probe}"
+        assert http["path"] == path
+        assert str(ports.get(http["port"], http["port"])) == METRICS_PORT
+    (service,) = [
+        doc for doc in kubernetes if doc["kind"] == "Service" and doc["metadata"]["name"] == "highlight-callbacks"
+    ]
+    assert service["spec"]["selector"] == k8s_receiver["spec"]["selector"]["matchLabels"]
+    assert {port["targetPort"] for port in service["spec"]["ports"]} >= {"callbacks"}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -1423,17 +1473,22 @@ def test_promtool_parses_every_dashboard_query(dashboard: dict[str, Any], tmp_pa
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+CI_NPM = ROOT / ".ci" / "npm"
+
+
 def dclint_pin() -> str:
-    """The dclint version .ci/run installs: the one whose verdict the compose file is kept clean for."""
-    match = re.search(r"^DCLINT_VERSION=(\S+)$", read(CI_SCRIPT), flags=re.MULTILINE)
-    assert match, ".ci/run pins no DCLINT_VERSION"
-    return match.group(1)
+    """The dclint version .ci/run installs (npm ci from .ci/npm's lock): the one the compose file is kept clean for."""
+    wanted = json.loads(read(CI_NPM / "package.json"))["devDependencies"]["dclint"]
+    locked = json.loads(read(CI_NPM / "package-lock.json"))["packages"]["node_modules/dclint"]["version"]
+    assert wanted == locked, f".ci/npm/package.json asks for dclint {wanted}, its lock holds {locked}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", wanted), f"dclint {wanted!r} is not pinned to one version"
+    return str(wanted)
 
 
 @pytest.fixture(scope="module")
 def dclint() -> str:
     version = dclint_pin()
-    found = harness.tool("dclint", f"npm install --no-save --prefix .tools dclint@{version}")
+    found = harness.tool("dclint", "npm ci --prefix .ci/npm")
     done = subprocess.run([found, "--version"], capture_output=True, text=True, check=False)
     assert done.stdout.strip() == version, f"{found} is dclint {done.stdout.strip()}; .ci/run pins {version}"
     return found

@@ -20,6 +20,7 @@ import yaml
 
 import highlight
 from highlight.config_table import SETTINGS
+from highlight.dead_letters import DEAD_LETTER_REASONS, DLQ_REASON_HEADER
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENT = ROOT / "schemas" / "asyncapi.yaml"
@@ -154,3 +155,8 @@ def test_every_header_highlight_writes_is_documented_and_no_other(document: dict
     written = code_headers()
     assert "highlight.dlq.reason" in written, "the header scan found nothing: it cannot fail"
     assert document_headers(document) == written
+
+
+def test_the_dead_letter_reasons_are_the_ones_the_code_writes(document: dict[str, Any]) -> None:
+    reason = document["components"]["messages"]["deadLetter"]["headers"]["properties"][DLQ_REASON_HEADER]
+    assert reason["enum"] == list(DEAD_LETTER_REASONS)

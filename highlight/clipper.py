@@ -30,6 +30,7 @@ from highlight.clips import candidate_buckets, clip_document, encode_clip, match
 from highlight.config import Settings
 from highlight.kafka import Producer, Record, home_partition
 from highlight.last_resort import LastResort
+from highlight.lease import Lease
 from highlight.metrics import Metrics
 from highlight.recorder import Routed
 from highlight.state import StateStore
@@ -45,11 +46,13 @@ class Clipper:
         partitions: int,
         producer: Producer,
         state: StateStore,
+        lease: Lease,
         metrics: Metrics,
         clock: Callable[[], datetime],
         dead_letter_bytes: int | None = None,
     ) -> None:
         self._topic = settings.kafka.clips_topic
+        self._lease = lease
         self._bucket_seconds = settings.recorder.bucket_seconds
         self._max_age = settings.recorder.max_event_age_seconds
         self._partitions = partitions
@@ -121,7 +124,11 @@ class Clipper:
             flog.info("clip_repeat", bucket=found.key[1], started_by=entry.event_id, latency_ms=_since(started))
             return
         document = clip_document(found, file, self._bucket_seconds)
+        # Only while this member proves it owns the channel (`highlight.lease`); fenced, the record is left
+        # uncommitted for the owner, who publishes the same clip.
+        await self._lease.writable()
         await self._producer.send(self._topic, encode_clip(document), key=found.key[0].encode())
+        await self._lease.writable()
         await self._state.put(index, found.key, replace(entry, clipped_files=(*entry.clipped_files, file.file_id)))
         delay = seconds_after_window(entry, self._clock().timestamp())
         self._metrics.clips.labels(found.matched_by).inc()

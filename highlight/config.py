@@ -96,6 +96,7 @@ class KafkaSettings:
     group_instance_id: str | None
     auto_offset_reset: str
     session_timeout_ms: int
+    takeover_margin_seconds: float
     fetch_max_wait_ms: int
     max_request_bytes: int
     startup_timeout_seconds: float
@@ -263,6 +264,7 @@ def _kafka(v: dict[str, Any]) -> KafkaSettings:
         group_instance_id=v["group_instance_id"],
         auto_offset_reset=v["auto_offset_reset"],
         session_timeout_ms=v["kafka_session_timeout_ms"],
+        takeover_margin_seconds=v["takeover_margin_seconds"],
         fetch_max_wait_ms=v["kafka_fetch_max_wait_ms"],
         max_request_bytes=v["kafka_max_request_bytes"],
         startup_timeout_seconds=v["kafka_startup_timeout_seconds"],

@@ -405,9 +405,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "HIGHLIGHT_KAFKA_SESSION_TIMEOUT_MS",
         "10000",
-        "Consumer session timeout.",
+        "Consumer session timeout; an instance starts calls only within half of it after its last heartbeat.",
         _int_between(1000),
         metavar="MS",
+    ),
+    Setting(
+        "HIGHLIGHT_TAKEOVER_MARGIN_SECONDS",
+        "1",
+        "Added to the session timeout: how long a partition taken over without a clean handover (its owner "
+        "crashed or stalled) waits before its keys are called; covers clock-rate drift between instances.",
+        _float_above(0, inclusive=True),
+        metavar="SECONDS",
     ),
     Setting(
         "HIGHLIGHT_KAFKA_FETCH_MAX_WAIT_MS",

@@ -26,6 +26,10 @@ Both last only as long as the other mode's entries do (minutes: see `keep_until`
 
 A recording's entry also remembers the files it has published clips for (`highlight.clipper`), and is kept
 until its files are no longer awaited (HIGHLIGHT_CLIP_WAIT_SECONDS after its window, see `keep_until`).
+
+`started` and `in_doubt` are final: no owner writes a different phase to a key after them (a clip only adds its
+file to a `started` entry), so a record that does can only be a stalled member's late write, and reading the
+state ignores it (`highlight.state`).
 """
 
 from __future__ import annotations

@@ -121,3 +121,14 @@ class RecordTooLarge(RecordRejected):
 class TooManyUnprocessable(HighlightError):
     """Records failed one after another in our own code: a bug that fails every record stops the service
     rather than dead-lettering the whole stream."""
+
+
+# --- work given up ----------------------------------------------------------------------------------
+
+
+class Abandoned(HighlightError):
+    """A moment was given up without an outcome. It stays uncommitted, so the partition's owner gets it again."""
+
+
+class Fenced(Abandoned):
+    """This member cannot prove that it still owns its partitions: it starts no call and writes nothing."""

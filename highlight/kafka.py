@@ -21,12 +21,15 @@ import structlog
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
+from aiokafka.protocol.commit import OffsetCommitRequest
+from aiokafka.protocol.group import HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, SyncGroupRequest
 from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from highlight import kafka_records
 from highlight.config import KafkaSettings
 from highlight.errors import BrokerError, BrokerUnavailable, ConfigError, RecordRejected, RecordTooLarge
+from highlight.lease import FenceReason, Lease, Membership
 
 log = structlog.get_logger("highlight.kafka")
 
@@ -236,23 +239,76 @@ class RebalanceHandler:
 
 
 class _Listener(aiokafka.ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
-    def __init__(self, handler: RebalanceHandler) -> None:
+    def __init__(self, handler: RebalanceHandler, lease: Lease, membership: Callable[[], Membership]) -> None:
         self._handler = handler
+        self._lease = lease
+        self._membership = membership
 
     async def on_partitions_revoked(self, revoked: Iterable[Any]) -> None:
         await self._handler.partitions_revoked({Partition(tp.topic, tp.partition) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
+        self._lease.assigned(self._membership())
         await self._handler.partitions_assigned({Partition(tp.topic, tp.partition) for tp in assigned})
+
+
+# Coordinator error codes that say our generation may be over (illegal generation, unknown member id, fenced
+# instance id) or that a new one is being formed (rebalance in progress). Any other error proves nothing.
+_MEMBERSHIP_LOST = frozenset({22, 25, 82})
+_REBALANCE_IN_PROGRESS = 27
+
+
+def _watch_membership(coordinator: Any, lease: Lease) -> None:
+    """Feed the lease what the group coordinator answers.
+
+    aiokafka has no hook for it, and its heartbeat loop treats "rebalance in progress" as a success. Every group
+    request passes through one private method, `GroupCoordinator._send_req` (aiokafka 0.12 to 0.14), and the
+    request's generation and member id are the coordinator's own `generation` and `member_id` when it is sent;
+    tests/test_lease_kafka.py pins both. A commit proves nothing: tansu accepts any member's commit.
+    """
+    send = coordinator._send_req
+
+    async def watched(request: Any) -> Any:
+        membership = Membership(coordinator.generation, coordinator.member_id)
+        sent_at = lease.now()
+        if isinstance(request, LeaveGroupRequest):
+            lease.fenced(FenceReason.LEFT_GROUP, membership)
+        elif isinstance(request, JoinGroupRequest):
+            # Re-joining: whatever we were assigned is revoked, whatever made aiokafka decide to re-join.
+            lease.fenced(FenceReason.REBALANCE, membership)
+        try:
+            response = await send(request)
+        except aiokafka.errors.KafkaError:
+            if isinstance(request, HeartbeatRequest | OffsetCommitRequest):
+                lease.doubted(FenceReason.COORDINATOR, membership)
+            raise
+        if isinstance(request, HeartbeatRequest | SyncGroupRequest):
+            codes = [response.error_code]
+        elif isinstance(request, OffsetCommitRequest):
+            codes = [code for _topic, partitions in response.topics for _partition, code in partitions]
+        else:
+            return response
+        if any(code in _MEMBERSHIP_LOST for code in codes):
+            lease.fenced(FenceReason.MEMBERSHIP_LOST, membership)
+        elif _REBALANCE_IN_PROGRESS in codes:
+            lease.fenced(FenceReason.REBALANCE, membership)
+        elif any(codes):
+            lease.doubted(FenceReason.COORDINATOR, membership)
+        elif not isinstance(request, OffsetCommitRequest):
+            lease.proved(membership, sent_at)
+        return response
+
+    coordinator._send_req = watched
 
 
 class GroupConsumer:
     """The group member: manual commits only, range assignment so equal partition numbers go together."""
 
-    def __init__(self, settings: KafkaSettings, topics: Sequence[str], handler: RebalanceHandler) -> None:
+    def __init__(self, settings: KafkaSettings, topics: Sequence[str], handler: RebalanceHandler, lease: Lease) -> None:
         kafka_records.install()  # a header name that is not UTF-8 must not stop a partition
         self._topics = list(topics)
-        self._listener = _Listener(handler)
+        self._lease = lease
+        self._listener = _Listener(handler, lease, lambda: self.membership)
         self._consumer = aiokafka.AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,
             client_id=CLIENT_ID,
@@ -276,8 +332,16 @@ class GroupConsumer:
     async def start(self) -> None:
         async with broker_errors("consumer start"):
             await self._consumer.start()
+            # Before subscribing: until then the coordinator has sent no group request.
+            _watch_membership(self._consumer._coordinator, self._lease)
             self._consumer.subscribe(self._topics, listener=self._listener)
         self._started = True
+
+    @property
+    def membership(self) -> Membership:
+        """The generation and member id of the current assignment (aiokafka's coordinator keeps them)."""
+        coordinator = self._consumer._coordinator
+        return Membership(int(coordinator.generation), str(coordinator.member_id))
 
     async def stop(self) -> None:
         if self._started:
@@ -408,7 +472,9 @@ class ChangelogReader:
                     if await self._caught_up(tp, fetched=bool(batches.get(tp))):
                         pending.discard(tp)
                         ends[Partition(tp.topic, tp.partition)] = int(await self._consumer.position(tp))
-            self._consumer.assign([])
+            # Paused rather than unassigned: aiokafka's fetcher, dropping an assignment while a fetch is still out,
+            # swallows a stop() that comes in the meantime and hangs it (until our close timeout).
+            self._consumer.pause(*tps)
         return read, ends
 
     async def records(self, partition: Partition, start: int = 0) -> AsyncGenerator[list[Record], None]:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from highlight.errors import Abandoned
 from highlight.kafka import Partition
 
 
@@ -105,6 +106,8 @@ class KeyedRunner:
                         raise  # the lane itself is being closed
                     # Only this job was abandoned (drain timeout); it stays uncommitted.
                     continue
+                except Abandoned:
+                    continue  # it gave itself up (fenced): uncommitted too, for the partition's next owner
                 except Exception as exc:
                     lane.clear()  # later moments of this key must not overtake one that did not finish
                     self._on_error(job, exc)

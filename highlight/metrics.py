@@ -31,6 +31,8 @@ IGNORED_CALLBACKS = ("other_event", "unreadable", "misplaced")
 VERDICTS = ("stored", "bad_sign", "expired", "malformed", "too_large", "kafka_unavailable")
 # Seconds from a recording window's end to its clip: Live usually needs a few minutes for a file.
 CLIP_DELAY_BUCKETS = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
+FENCE_REASONS = ("rebalance", "membership_lost", "left_group", "coordinator")
+HANDOVERS = ("first_generation", "released", "lease_wait")
 
 LagSource = Callable[[], Iterable[tuple[str, int, int]]]
 # Per limit (`running`, `daily`): recordings counted against this instance's share, and that share.
@@ -191,6 +193,34 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.lease_remaining = Gauge(
+            "highlight_lease_remaining_seconds",
+            "How long the last successful heartbeat still lets this instance start calls (0 when it cannot).",
+            registry=r,
+        )
+        self.fences = Counter(
+            "highlight_fences_total",
+            "Times this instance stopped starting calls because it could not prove it still owns its partitions.",
+            ["reason"],
+            registry=r,
+        )
+        self.fenced_moments = Counter(
+            "highlight_fenced_moments_total",
+            "Moments given up unanswered and uncommitted at the fence, for the partition's next owner.",
+            registry=r,
+        )
+        self.takeovers = Counter(
+            "highlight_takeovers_total",
+            "Partition indexes taken over, by how the previous owner handed them over.",
+            ["handover"],
+            registry=r,
+        )
+        self.takeover_wait = Histogram(
+            "highlight_takeover_wait_seconds",
+            "How long a taken-over partition index waited for earlier owners' leases before processing.",
+            buckets=(0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60, 120),
+            registry=r,
+        )
         # Pre-create the label sets an alert or dashboard expects, so a rate() has a zero to start from.
         for outcome in OUTCOMES:
             self.moments.labels(outcome)
@@ -206,6 +236,10 @@ class Metrics:
             self.clips.labels(matched_by)
         for reason in IGNORED_CALLBACKS:
             self.callbacks_ignored.labels(reason)
+        for reason in FENCE_REASONS:
+            self.fences.labels(reason)
+        for handover in HANDOVERS:
+            self.takeovers.labels(handover)
 
     def call_succeeded(self) -> None:
         self._last_success = time.monotonic()

@@ -22,6 +22,7 @@ from highlight.apis import Started
 from highlight.config import Settings
 from highlight.dedup import DedupKey, DedupRules, Entry, Phase, Verdict, decide_among
 from highlight.errors import (
+    Fenced,
     LiveAccessRefused,
     LiveError,
     LiveInDoubt,
@@ -32,6 +33,7 @@ from highlight.errors import (
 )
 from highlight.kafka import Producer, Record, home_partition
 from highlight.last_resort import LastResort
+from highlight.lease import Lease
 from highlight.live import LiveClient
 from highlight.metrics import Metrics
 from highlight.moment import InvalidMoment, Moment, parse_moment
@@ -73,6 +75,7 @@ class Recorder:
         limiter: AsyncLimiter,
         gate: LiveGate,
         admissions: Admissions,
+        lease: Lease,
         metrics: Metrics,
         clock: Callable[[], datetime],
         dead_letter_bytes: int | None = None,
@@ -93,6 +96,7 @@ class Recorder:
             min_cover_seconds=self._rec.min_cover_seconds,
             max_event_age_seconds=self._rec.max_event_age_seconds,
         )
+        self._lease = lease
         self._api = live.backend.name
         self._metrics = metrics
         self._clock = clock
@@ -155,12 +159,26 @@ class Recorder:
             **_origin(record),
         )
         decision = decide_among(moment, self._state.candidates(index, moment), self._clock(), self._rules)
-        entry: Entry | None
-        if decision.verdict is Verdict.CALL:
-            assert decision.key is not None  # noqa: S101 -- a call always names its key
-            entry, status = await self._record(moment, index, decision.key, mlog)
-        else:
-            entry, status = decision.entry, decision.status or "expired"
+        entry: Entry | None = None
+        try:
+            if decision.verdict is Verdict.CALL:
+                assert decision.key is not None  # noqa: S101 -- a call always names its key
+                entry, status = await self._record(moment, index, decision.key, mlog)
+            else:
+                entry, status = decision.entry, decision.status or "expired"
+            # The answer is ours to give only while the lease holds: a new owner, once it takes over, answers
+            # this moment itself (it was not committed), from what it reads.
+            await self._lease.writable()
+        except Fenced as fenced:
+            self._metrics.fenced_moments.inc()
+            mlog.warning(
+                "moment_fenced",
+                bucket=bucket,
+                task_id=entry.task_id if entry is not None else None,
+                error=str(fenced),
+                note="left uncommitted: the partition's owner answers it",
+            )
+            raise
         document = result_document(moment, bucket, self._rec.bucket_seconds, status, entry, self._clock())
         try:
             await self._producer.send(
@@ -206,6 +224,7 @@ class Recorder:
         reason = await self._admissions.admit(index, key, moment.priority, deadline=deadline, seconds=seconds)
         if reason is not None:
             entry = Entry(Phase.SKIPPED, moment.event_id, reason=reason)
+            await self._lease.writable()  # a member that cannot prove it owns the key writes nothing
             await self._state.put(index, key, entry)
             return entry, "skipped"
         try:
@@ -219,10 +238,17 @@ class Recorder:
     async def _call(self, moment: Moment, index: int, key: DedupKey, mlog: FilteringBoundLogger) -> Entry:
         """At most one recording per key: an acknowledged intent before every attempt, the outcome after.
 
+        Every attempt: the lease checked (cheap: a fenced member writes nothing), the intent written and
+        acknowledged, the lease checked again, and then at once the request. A member that passes the second
+        check and stalls before its request leaves has its intent in the log already, so whoever takes the
+        partition over after the lease ran out answers in_doubt for the key instead of calling it.
+
         Cancelled while waiting (rate limit, backoff, an outage), nothing is outstanding: the intent is withdrawn
         and the moment stays uncommitted for the next owner. Cancelled mid-request, the intent stays: in_doubt.
         While the API refuses our credentials or stays unreachable past the retry budget, the moment waits at
-        the gate instead of failing; the state meanwhile holds what it held before this moment.
+        the gate instead of failing; the state meanwhile holds what it held before this moment. Fenced, the
+        moment is given up as it stands (`Fenced`): no outcome, no result, and the intent withdrawn only while
+        the lease still covers writes.
         """
         previous = self._state.get(index, key)
         options = moment.recording_options(self._rec.record_seconds)
@@ -232,6 +258,7 @@ class Recorder:
         tries = 0
         last_try: float | None = None
         written = False
+        putting: asyncio.Future[None] | None = None
         while True:
             sending = False
             outcome: Started | LiveError
@@ -245,6 +272,7 @@ class Recorder:
                     if held and (now - moment.occurred_at).total_seconds() > self._rec.max_event_age_seconds:
                         # A real-time recording now would capture the wrong minutes, as for any late moment.
                         raise _OutlivedOutage
+                    await self._lease.callable()
                     window = window_at(now, options.record_seconds)
                     tries += 1
                     budget -= 1
@@ -252,7 +280,14 @@ class Recorder:
                         Phase.INTENT, moment.event_id, window.start_time, window.end_time, attempts=tries, api=self._api
                     )
                     written = True  # from here on, the log may hold the intent even if the put is cancelled
-                    await self._state.put(index, key, intent)
+                    # Shielded: if we are cancelled meanwhile, its acknowledgement still decides the withdrawal.
+                    putting = asyncio.ensure_future(self._state.put(index, key, intent))
+                    await asyncio.shield(putting)
+                    try:
+                        await self._lease.callable()  # the safety check: nothing but the request after it
+                    except Fenced:
+                        await _withdraw(self._state, self._lease, index, key, previous)
+                        raise
                     mlog.debug("live_call_sending", attempt=tries)
                     sending = True
                     call_started = time.monotonic()
@@ -272,7 +307,12 @@ class Recorder:
                         attempt.reached()
             except asyncio.CancelledError:
                 if written and not sending:
-                    await _withdraw(self._state, index, key, previous)
+                    if putting is not None:
+                        # Where the intent stands decides whether a withdrawal is safe: wait for its answer.
+                        await asyncio.wait([putting])
+                        if not putting.cancelled():
+                            putting.exception()  # a failed put is withdrawn all the same; seen, not re-raised
+                    await _withdraw(self._state, self._lease, index, key, previous)
                 raise
             self._metrics.calls.labels(self._api, _result_class(outcome)).inc()
             if isinstance(outcome, Started):
@@ -290,6 +330,7 @@ class Recorder:
                 break
             if unavailable is not None:
                 # Not this moment's fault: put the key back as it was, wait for the API, then a fresh budget.
+                await self._lease.writable()
                 await self._state.put(index, key, previous)
                 budget = live.max_attempts
                 held = True
@@ -318,6 +359,19 @@ class Recorder:
                 reason=reason,
             )
             break
+        try:
+            await self._lease.writable()
+        except Fenced:
+            # The call was made, but a new owner may have read its intent and answered in_doubt already: this
+            # outcome must not contradict it. Logged, so the recording can still be found.
+            mlog.warning(
+                "live_call_outcome_dropped",
+                status=entry.phase.value,
+                task_id=entry.task_id,
+                request_id=entry.request_id,
+                error=entry.error_code,
+            )
+            raise
         await self._state.put(index, key, entry)
         return entry
 
@@ -349,7 +403,15 @@ def _result_class(outcome: Started | LiveError) -> str:
     return "rate_limited" if outcome.retriable else "refused"
 
 
-async def _withdraw(state: StateStore, index: int, key: DedupKey, previous: Entry | None) -> None:
+async def _withdraw(state: StateStore, lease: Lease, index: int, key: DedupKey, previous: Entry | None) -> None:
+    """Put the key back as it was before an intent whose request never left.
+
+    Only while the lease holds: then the intent was acknowledged within it, so any later owner read the intent
+    and never called the key, and this write cannot hide anybody's call. Without the lease, the intent stays:
+    in_doubt for a call that was never made, which costs a recording but never pays for two.
+    """
+    if not lease.may_write():
+        return
     try:
         await state.put(index, key, previous)
     except Exception:

@@ -25,6 +25,7 @@ from highlight.clipper import Clipper
 from highlight.config import Settings
 from highlight.dedup import WINDOW_MODE
 from highlight.errors import HighlightError
+from highlight.handover import Handovers
 from highlight.kafka import (
     ChangelogReader,
     GroupConsumer,
@@ -33,6 +34,7 @@ from highlight.kafka import (
     RebalanceHandler,
 )
 from highlight.lanes import Job, KeyedRunner, OffsetTracker
+from highlight.lease import FenceReason, Lease
 from highlight.live import LiveClient
 from highlight.metrics import Metrics
 from highlight.ops import OpsServer
@@ -68,6 +70,9 @@ class Service(RebalanceHandler):
         self._paused = False
         self._ready = False
         self._gate = LiveGate(on_change=self._live_availability, on_outage=self._live_outage)
+        # What this member can prove about owning its partitions; nothing is called or written without it.
+        self._lease = Lease(settings.kafka.session_timeout_ms / 1000, on_fence=self._fenced)
+        self._handovers: Handovers | None = None  # needs the state store, made on entering
         self._committed: dict[Partition, int] = {}
         self._last_poll = time.monotonic()
         self._last_commit = 0.0
@@ -104,6 +109,15 @@ class Service(RebalanceHandler):
                 window_mode=self.settings.recorder.dedup_mode == WINDOW_MODE,
                 clip_wait_seconds=self.settings.recorder.clip_wait_seconds,
             )
+            self._handovers = Handovers(
+                self._state,
+                self._lease,
+                self.metrics,
+                full_wait=kafka.session_timeout_ms / 1000 + kafka.takeover_margin_seconds,
+                static=kafka.group_instance_id is not None,
+                on_ready=self._taken_over,
+                on_error=self._fail,
+            )
             live = await stack.enter_async_context(
                 LiveClient(
                     self.settings.live,
@@ -120,6 +134,7 @@ class Service(RebalanceHandler):
                 limiter=AsyncLimiter(self.settings.live.max_rps, 1.0),
                 gate=self._gate,
                 admissions=self._admissions,
+                lease=self._lease,
                 metrics=self.metrics,
                 clock=self._clock,
                 dead_letter_bytes=topics.dlq_max_message_bytes,
@@ -129,6 +144,7 @@ class Service(RebalanceHandler):
                 partitions=self.partitions,
                 producer=self._producer,
                 state=self._state,
+                lease=self._lease,
                 metrics=self.metrics,
                 clock=self._clock,
                 dead_letter_bytes=topics.dlq_max_message_bytes,
@@ -144,13 +160,14 @@ class Service(RebalanceHandler):
                 self.ops_port = ops.port
             # Partition i of all three holds the same channels (their home): range assignment keeps them together.
             subscribed = [kafka.moments_topic, kafka.repartition_topic, kafka.callbacks_topic]
-            self._consumer = GroupConsumer(kafka, subscribed, self)
+            self._consumer = GroupConsumer(kafka, subscribed, self, self._lease)
             self.metrics.watch_lag(self._lag)
             # Read at scrape time: exact, and nothing to keep in step on the hot path.
             self.metrics.in_flight.set_function(self._tracker.in_flight)
             self.metrics.state_entries.set_function(self._state.entries)
             self.metrics.budget_waiting.set_function(lambda: self._admissions.waiting)
             self.metrics.watch_budget(self._budget_usage)
+            self.metrics.lease_remaining.set_function(lambda: max(0.0, self._lease.remaining()))
             # Closed before the producer: the group must not hand our partitions on while results are unsent.
             stack.push_async_callback(self._consumer.stop)
             await self._consumer.start()
@@ -196,6 +213,8 @@ class Service(RebalanceHandler):
         if self._closed:
             return
         self._closed = True
+        if self._handovers is not None:
+            await self._handovers.cancel(self._handovers.waiting)
         await self._runner.close()
         await self._stack.aclose()
         log.info("service_stopped")
@@ -207,6 +226,8 @@ class Service(RebalanceHandler):
     def _readiness(self) -> tuple[bool, str]:
         if not self._ready:
             return False, "joining the group or restoring state"
+        if self._handovers is not None and self._handovers.waiting:
+            return False, "waiting out a previous owner's lease before processing some partitions"
         if not self._gate.available:
             return False, "the Live API refuses our credentials or is unreachable; consumption paused"
         return True, "ready"
@@ -230,6 +251,18 @@ class Service(RebalanceHandler):
         now = self._unix_clock()
         usages = [self._budget.usage(limit, now) for limit in (RUNNING_LIMIT, DAILY_LIMIT)]
         return [(u.limit.removesuffix("_limit"), u.in_use, u.share) for u in usages]
+
+    def _fenced(self, reason: FenceReason) -> None:
+        self.metrics.fences.labels(reason.value).inc()
+        # A rebalance or leaving the group is routine; being told our membership is over, or not reaching the
+        # coordinator, is not.
+        routine = reason in (FenceReason.REBALANCE, FenceReason.LEFT_GROUP)
+        (log.info if routine else log.warning)(
+            "member_fenced",
+            reason=reason.value,
+            note="no call until this member proves it owns its partitions again; unfinished moments stay "
+            "uncommitted for whoever owns them",
+        )
 
     def _lag(self) -> list[tuple[str, int, int]]:
         """Per owned partition: the high-water mark seen in fetches minus our last committed offset."""
@@ -262,6 +295,7 @@ class Service(RebalanceHandler):
                     note="a call cut off mid-request makes its key in_doubt; it is never re-sent",
                 )
             await self._commit(force=True)
+            await self._hand_over({p.partition for p in self._consumer.assignment()})
         if self._fatal is not None:
             raise self._fatal
 
@@ -368,9 +402,16 @@ class Service(RebalanceHandler):
     async def _expire_forever(self) -> None:
         while True:
             await asyncio.sleep(EXPIRY_INTERVAL_SECONDS)
-            expired = await self._state.expire()
+            expired = await self._state.expire(self._writable_indexes)
             if expired:
                 log.info("state_expired", entries=expired)
+
+    def _writable_indexes(self) -> set[int]:
+        """Indexes whose state this member may write to now: being processed, and the lease holding."""
+        if not self._lease.may_write():
+            return set()
+        waiting = self._handovers.waiting if self._handovers is not None else set()
+        return {p.partition for p in self._active} - waiting
 
     # --- rebalances -------------------------------------------------------------------------------
 
@@ -392,7 +433,9 @@ class Service(RebalanceHandler):
             for partition in revoked:
                 self._committed.pop(partition, None)
             self._room.set()
-            self._state.release({p.partition for p in revoked}, keep=not abandoned and self._fatal is None)
+            indexes = {p.partition for p in revoked}
+            await self._hand_over(indexes)
+            self._state.release(indexes, keep=not abandoned and self._fatal is None)
             log.info(
                 "partitions_revoked",
                 partitions=sorted(f"{p.topic}/{p.partition}" for p in revoked),
@@ -403,22 +446,21 @@ class Service(RebalanceHandler):
             raise
 
     async def partitions_assigned(self, assigned: set[Partition]) -> None:
-        """Restore the dedup state of these partitions before their first moment is processed."""
+        """Restore the dedup state of these partitions before their first moment is processed; those taken over
+        without a clean handover first wait out earlier owners' leases (`highlight.handover`)."""
         # Before any await: nothing of these partitions may be fetched for processing until restored.
         self._consumer.pause(assigned)
-        indexes = {p.partition for p in assigned}
+        membership = self._consumer.membership
         try:
-            self._state.drop_kept(indexes)
-            report = await self._state.restore(indexes)
+            assert self._handovers is not None  # noqa: S101 -- the consumer is started only after it is made
+            taken = await self._handovers.take_over({p.partition for p in assigned}, membership)
         except BaseException as exc:
             # aiokafka would only log a listener failure and carry on without state: stop instead.
             self._fail(exc)
             raise
-        self._active |= assigned
-        if not self._paused:
-            self._consumer.resume(assigned)
+        self._activate({p for p in assigned if p.partition not in taken.waits})
         self.metrics.assigned.set(len(assigned))
-        self.metrics.restore_seconds.observe(report.seconds)
+        self.metrics.restore_seconds.observe(taken.restore.seconds)
         for partition in assigned:
             with contextlib.suppress(HighlightError):  # lag shows from the first commit or fetch instead
                 committed = await self._consumer.committed(partition)
@@ -428,8 +470,24 @@ class Service(RebalanceHandler):
         log.info(
             "partitions_assigned",
             partitions=sorted(f"{p.topic}/{p.partition}" for p in assigned),
-            state_records=report.records,
-            state_entries=report.entries,
-            in_doubt=report.in_doubt,
-            restore_seconds=round(report.seconds, 3),
+            generation=membership.generation,
+            state_records=taken.restore.records,
+            state_entries=taken.restore.entries,
+            in_doubt=taken.in_doubt,
+            restore_seconds=round(taken.restore.seconds, 3),
+            waiting={str(index): round(wait, 3) for index, wait in sorted(taken.waits.items())},
         )
+
+    def _activate(self, partitions: set[Partition]) -> None:
+        self._active |= partitions
+        if not self._paused:
+            self._consumer.resume(partitions)
+
+    async def _hand_over(self, indexes: set[int]) -> None:
+        if self._handovers is not None:
+            await self._handovers.hand_over(indexes)
+
+    def _taken_over(self, index: int) -> None:
+        """An index's takeover wait is over: process it."""
+        self._activate({p for p in self._consumer.assignment() if p.partition == index})
+        self._set_ready(self._ready)

@@ -3,6 +3,8 @@
 A record for a key of channel c goes to the state partition with c's home index, so the member that owns
 moments partition i restores exactly state partition i. The budget's counts (`highlight.budget`) are derived
 from the same entries: every write and every restore tells it what each entry charges.
+The partition also carries release records (`highlight.lease`): what an owner writes when it hands the
+index over; they are not dedup entries.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from highlight.dedup import (
     window_key,
 )
 from highlight.kafka import ChangelogReader, Partition, Producer
+from highlight.lease import RELEASE_KEY, Release, decode_release, encode_release
 from highlight.moment import Moment
 from highlight.recording import MAX_RECORD_SECONDS
 
@@ -40,6 +43,8 @@ log = structlog.get_logger("highlight.state")
 EXPIRY_BATCH = 1000
 # Generous room for retries (attempts spaced by seconds, each up to its timeout) between a moment and its call.
 CALL_SLACK_SECONDS = 600
+# Offsets of our own writes held while a record we did not write lies before them (see `_wrote`).
+MAX_AHEAD = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +52,9 @@ class RestoreReport:
     partitions: int
     records: int
     entries: int
-    in_doubt: int
     seconds: float
+    # Per index, the partition's last record if it is a release (the handover), else None.
+    tails: dict[int, Release | None]
 
 
 class StateStore:
@@ -82,8 +88,13 @@ class StateStore:
         # Restored entries stay as their raw bytes until first read: decoding a million entries (and keeping a
         # million objects for the garbage collector to scan) would dominate a restore that few keys outlive.
         self._tables: dict[int, dict[DedupKey, Entry | bytes]] = {}
-        # Where each kept table stops reflecting the log; a re-assigned index only reads what came after.
+        # Up to where each table reflects the log with nothing skipped; a re-assigned index reads from there.
+        # Our own writes move it only when they land right at it: another member's record in between (a
+        # stalled previous owner's late write) must be read, not jumped over.
         self._positions: dict[int, int] = {}
+        self._ahead: dict[int, dict[int, Release | None]] = {}
+        # The record just before each position, if it is a release: how the index was last handed over.
+        self._tails: dict[int, Release | None] = {}
         self._kept: set[int] = set()
 
     def entries(self) -> int:
@@ -143,9 +154,9 @@ class StateStore:
         table = self._tables.get(index)
         if table is None:
             # Released meanwhile (an expiry racing a revoke): the log holds the write, and the next restore of
-            # this index reads it from the log, from its beginning.
+            # this index reads it from the log.
             return
-        self._positions[index] = max(self._positions.get(index, 0), offset + 1)
+        self._wrote(index, offset, None)
         if entry is None:
             table.pop(key, None)
         else:
@@ -155,47 +166,81 @@ class StateStore:
             span = None if entry is None else recording_span(entry)
             self._budget.record(index, key, None if span is None else Charge(*span), self._clock())
 
+    async def write_release(self, index: int, release: Release) -> None:
+        """Hand `index` over: after this record, nothing of ours follows until the index is ours again."""
+        offset = await self._producer.send(self._topic, encode_release(release), key=RELEASE_KEY, partition=index)
+        if index in self._tables:
+            self._wrote(index, offset, release)
+
+    def _wrote(self, index: int, offset: int, release: Release | None) -> None:
+        """Move the index's position over our own write, if nothing lies between it and the position."""
+        ahead = self._ahead.setdefault(index, {})
+        ahead[offset] = release
+        self._advance(index)
+        if len(ahead) > MAX_AHEAD:
+            ahead.clear()  # the next restore reads them back from the position anyway
+
+    def _advance(self, index: int) -> None:
+        ahead = self._ahead.get(index, {})
+        position = self._positions.get(index, 0)
+        for offset in [o for o in ahead if o < position]:
+            del ahead[offset]  # read back by a restore already
+        while position in ahead:
+            self._tails[index] = ahead.pop(position)
+            position += 1
+        self._positions[index] = position
+
     async def restore(self, indexes: set[int]) -> RestoreReport:
-        """Bring the tables of `indexes` up to the end of the log; intents without outcome become in_doubt."""
+        """Bring the tables of `indexes` up to the end of the log, as read now (the fetch high-water mark)."""
         started = time.perf_counter()
         now = self._clock()
         fresh = indexes - self._tables.keys()
         for index in fresh:
             self._tables[index] = {}
+            self._positions.pop(index, None)
+            self._tails.pop(index, None)
         starts = {Partition(self._topic, i): self._positions.get(i, 0) for i in indexes}
 
         def apply(partition: Partition, raw_key: bytes | None, raw_value: bytes | None) -> None:
-            if raw_key is None:
-                return
-            table = self._tables[partition.partition]
-            try:
-                key = decode_key(raw_key)
-                # The key alone decides for every entry inside its bucket's life; only older ones are read.
-                if raw_value is None or (
-                    expires_at(key[1], self._bucket_seconds, self._max_age) <= now
-                    and self._keep_until(key, raw_value) <= now
-                ):
-                    table.pop(key, None)
-                else:
-                    table[key] = raw_value
-            except (ValueError, TypeError):
-                log.warning("state_record_unreadable", partition=partition.partition, key=raw_key[:100])
+            index = partition.partition
+            tail: Release | None = None
+            if raw_key == RELEASE_KEY:
+                try:
+                    tail = decode_release(raw_value)
+                except ValueError:
+                    log.warning("state_release_unreadable", partition=index, value=(raw_value or b"")[:100])
+            elif raw_key is not None:
+                table = self._tables[index]
+                try:
+                    key = decode_key(raw_key)
+                    current = table.get(key)
+                    # The key alone decides for every entry inside its bucket's life; only older ones are read.
+                    expired = expires_at(key[1], self._bucket_seconds, self._max_age) <= now
+                    if (
+                        current is not None
+                        and _final_phase(current) not in (None, _final_phase(raw_value))
+                        and not (expired and self._keep_until(key, current) <= now)
+                    ):
+                        # A recording, or in_doubt, is final: no owner writes another phase after it (a clip only
+                        # adds its file). Only a stalled member's write, sent before it stalled and landing after
+                        # a new owner's, can come here.
+                        log.info("state_late_write_ignored", partition=index, channel=key[0], bucket=key[1])
+                    elif raw_value is None or (expired and self._keep_until(key, raw_value) <= now):
+                        table.pop(key, None)
+                    else:
+                        table[key] = raw_value
+                except (ValueError, TypeError):
+                    log.warning("state_record_unreadable", partition=index, key=raw_key[:100])
+            self._tails[index] = tail
 
         records, ends = await self._reader.read(sorted(starts), apply, starts)
         for partition, end in ends.items():
             self._positions[partition.partition] = end
+            self._advance(partition.partition)
         for index in indexes:
             self._reindex(index)
-        in_doubt = 0
-        for index in indexes:
-            table = self._tables[index]
-            for key in [k for k, v in table.items() if _is_intent(v)]:
-                entry = self.get(index, key)
-                if entry is not None and entry.phase is Phase.INTENT:
-                    # A call was cut off (crash, kill, abandoned drain): never call again for this key.
-                    await self.put(index, key, _in_doubt(entry))
-                    in_doubt += 1
         if self._budget is not None:
+            # Intents count as recordings, as the in_doubt they may become does (`resolve_intents`).
             for index in indexes:
                 charges = self._charges(index) if self._budget.tracking else []
                 self._budget.restore(index, charges, self._clock())
@@ -204,15 +249,29 @@ class StateStore:
             partitions=len(indexes),
             records=records,
             entries=sum(len(self._tables[i]) for i in indexes),
-            in_doubt=in_doubt,
             seconds=time.perf_counter() - started,
+            tails={i: self._tails.get(i) for i in indexes},
         )
+
+    async def resolve_intents(self, indexes: set[int]) -> int:
+        """Intents without an outcome become in_doubt: their call may have been made. Returns how many."""
+        in_doubt = 0
+        for index in indexes:
+            table = self._tables[index]
+            for key in [k for k, v in table.items() if _is_intent(v)]:
+                entry = self.get(index, key)
+                if entry is not None and entry.phase is Phase.INTENT:
+                    # A call was cut off (crash, kill, abandoned drain, a stalled owner): never call again.
+                    await self.put(index, key, _in_doubt(entry))
+                    in_doubt += 1
+        return in_doubt
 
     def release(self, indexes: set[int], *, keep: bool) -> None:
         """Give up indexes after a revoke.
 
-        A kept table is reused if an assignment brings its index back: it then reads only what others wrote
-        after our last write. Keep only when every write of ours is known to be applied (no job abandoned).
+        A kept table is reused if an assignment brings its index back: it then reads the log from its position,
+        which never skips a record it has not applied (another member's writes included). Keep only when every
+        write of ours is known to be applied (no job abandoned).
         """
         for index in indexes:
             if self._budget is not None:
@@ -231,10 +290,17 @@ class StateStore:
         self._tables.pop(index, None)
         self._positions.pop(index, None)
         self._channels.pop(index, None)
+        self._ahead.pop(index, None)
+        self._tails.pop(index, None)
         self._kept.discard(index)
 
-    async def expire(self) -> int:
-        """Delete entries no live moment and no count needs any more (`keep_until`); returns how many."""
+    async def expire(self, writable: Callable[[], set[int]] | None = None) -> int:
+        """Delete entries no live moment and no count needs any more (`keep_until`); returns how many.
+
+        `writable()` names the indexes this member may write to now (owned, processing, and its lease holding;
+        every index not kept if not given); asked again before every batch, since a rebalance or a lost lease
+        may come while the batches go out.
+        """
         now = self._clock()
         expired = [
             (index, key)
@@ -243,9 +309,13 @@ class StateStore:
             for key, value in table.items()
             if expires_at(key[1], self._bucket_seconds, self._max_age) <= now and self._keep_until(key, value) <= now
         ]
+        done = 0
         for chunk in range(0, len(expired), EXPIRY_BATCH):
-            await asyncio.gather(*(self.put(i, k, None) for i, k in expired[chunk : chunk + EXPIRY_BATCH]))
-        return len(expired)
+            allowed = writable() if writable is not None else self._tables.keys() - self._kept
+            batch = [(i, k) for i, k in expired[chunk : chunk + EXPIRY_BATCH] if i in allowed]
+            await asyncio.gather(*(self.put(i, k, None) for i, k in batch))
+            done += len(batch)
+        return done
 
     def _keep_until(self, key: DedupKey, value: Entry | bytes) -> float:
         return keep_until(
@@ -296,6 +366,17 @@ def _is_intent(value: Entry | bytes) -> bool:
 
 
 INTENT_MARK = b'"phase":"intent"'
+# How `encode_entry` begins a final entry (it writes the phase first).
+FINAL_PREFIXES = {Phase.STARTED: b'{"phase":"started"', Phase.IN_DOUBT: b'{"phase":"in_doubt"'}
+
+
+def _final_phase(value: Entry | bytes | None) -> Phase | None:
+    """The entry's phase if it is final (`started`, `in_doubt`), else None."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return next((phase for phase, prefix in FINAL_PREFIXES.items() if value.startswith(prefix)), None)
+    return value.phase if value.phase in FINAL_PREFIXES else None
 
 
 def _in_doubt(entry: Entry) -> Entry:

@@ -25,7 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from highlight import config, schemas
 from highlight.callbacks.receiver import Receiver
 from highlight.config import ReceiverSettings, Settings
+from highlight.kafka import ChangelogReader, Producer
 from highlight.service import Service
+from highlight.state import StateStore
 
 APPID = "1234"
 KEY = "test-secret-key-5d41402abc4b2a76"
@@ -112,6 +114,8 @@ def service_env(bootstrap: str, names: Names, live_url: str, **overrides: Any) -
         "HIGHLIGHT_MAX_RUNNING_RECORDINGS": "0",
         "HIGHLIGHT_MAX_RECORDINGS_PER_DAY": "0",
         "HIGHLIGHT_LOG_FORMAT": "json",
+        # One machine, one clock: no drift to cover.
+        "HIGHLIGHT_TAKEOVER_MARGIN_SECONDS": "0.5",
         **names.env(),
     }
     env.update({f"HIGHLIGHT_{k.upper()}": str(v) for k, v in overrides.items()})
@@ -219,6 +223,45 @@ async def read_topic(bootstrap: str, topic: str, count: int, *, timeout: float =
     return records
 
 
+async def read_all(bootstrap: str, topic: str, *, timeout: float = 30.0) -> list[Any]:
+    """Every record of `topic` now, to the high-water mark of each partition (tansu's `end_offsets()` undercounts)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        for _ in range(50):
+            if partitions:
+                break
+            await asyncio.sleep(0.1)
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions or [])]
+        assert tps, f"no topic {topic}"
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pending = set(tps)
+        while pending:
+            assert loop.time() < deadline, f"{topic} not read to its end within {timeout} s"
+            batch = await consumer.getmany(*pending, timeout_ms=100)
+            for messages in batch.values():
+                records.extend(messages)
+            for tp in list(pending):
+                highwater = consumer.highwater(tp)
+                if highwater is None:
+                    # An empty partition may never report one.
+                    beginning = (await consumer.beginning_offsets([tp]))[tp]
+                    if beginning == (await consumer.end_offsets([tp]))[tp]:
+                        pending.discard(tp)
+                elif await consumer.position(tp) >= highwater:
+                    pending.discard(tp)
+    finally:
+        await consumer.stop()
+    return records
+
+
 async def results(bootstrap: str, topic: str, count: int, *, timeout: float = 30.0) -> list[dict[str, Any]]:
     """Result documents, each checked against the published schema and keyed by its channel."""
     documents = []
@@ -317,6 +360,19 @@ def spawn(env: Mapping[str, str], log_path: Path, *args: str, command: str = "ru
         )
     finally:
         log.close()
+
+
+@contextlib.asynccontextmanager
+async def state_store(bootstrap: str, names: Names) -> AsyncIterator[tuple[StateStore, Producer]]:
+    """The service's dedup state store on `names.state` (300 s buckets, 120 s age), and its producer."""
+    kafka = settings_for(bootstrap, names, "http://127.0.0.1:9/unused").kafka
+    async with Producer(kafka) as producer:
+        reader = ChangelogReader(kafka)
+        await reader.start()
+        try:
+            yield StateStore(names.state, producer, reader, bucket_seconds=300, max_event_age_seconds=120), producer
+        finally:
+            await reader.stop()
 
 
 async def committed_offset(bootstrap: str, group: str, topic: str, partition: int) -> int | None:

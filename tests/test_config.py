@@ -70,6 +70,7 @@ DOCUMENTED_DEFAULTS: dict[str, str | None] = {
     "HIGHLIGHT_RESERVED_PRIORITY": "80",
     "HIGHLIGHT_AUTO_OFFSET_RESET": "earliest",
     "HIGHLIGHT_KAFKA_SESSION_TIMEOUT_MS": "10000",
+    "HIGHLIGHT_TAKEOVER_MARGIN_SECONDS": "1",
     "HIGHLIGHT_KAFKA_FETCH_MAX_WAIT_MS": "500",
     "HIGHLIGHT_GROUP_INSTANCE_ID": None,
     "HIGHLIGHT_METRICS_PORT": "9108",
@@ -126,6 +127,7 @@ def test_defaults_are_what_load_returns_with_only_the_required_settings() -> Non
         group_instance_id=None,
         auto_offset_reset="earliest",
         session_timeout_ms=10_000,
+        takeover_margin_seconds=1.0,
         fetch_max_wait_ms=500,
         max_request_bytes=1_048_576,
         startup_timeout_seconds=60.0,
@@ -236,6 +238,7 @@ def test_every_setting_is_read_from_its_environment_variable(tmp_path: Path) -> 
         HIGHLIGHT_MAX_EVENT_AGE_SECONDS="0",
         HIGHLIGHT_AUTO_OFFSET_RESET="LATEST",
         HIGHLIGHT_KAFKA_SESSION_TIMEOUT_MS="6000",
+        HIGHLIGHT_TAKEOVER_MARGIN_SECONDS="0.5",
         HIGHLIGHT_KAFKA_FETCH_MAX_WAIT_MS="50",
         HIGHLIGHT_GROUP_INSTANCE_ID="pod-0",
         HIGHLIGHT_METRICS_PORT="0",
@@ -274,6 +277,7 @@ def test_every_setting_is_read_from_its_environment_variable(tmp_path: Path) -> 
     assert (kafka.moments_topic, kafka.results_topic, kafka.dlq_topic) == ("m", "r", "d")
     assert (kafka.state_topic, kafka.repartition_topic, kafka.group_id) == ("s", "p", "g")
     assert (kafka.auto_offset_reset, kafka.session_timeout_ms, kafka.fetch_max_wait_ms) == ("latest", 6000, 50)
+    assert kafka.takeover_margin_seconds == 0.5
     assert kafka.group_instance_id == "pod-0"
     assert (kafka.callbacks_topic, kafka.clips_topic, rec.clip_wait_seconds) == ("cb", "cl", 0)
     assert live.url == "https://live.example.com/common_access"
@@ -341,6 +345,8 @@ def test_blank_required_setting_is_a_config_error_naming_it(missing: str, blank:
         ("HIGHLIGHT_METRICS_PORT", "-1"),
         ("HIGHLIGHT_METRICS_PORT", "65536"),
         ("HIGHLIGHT_KAFKA_SESSION_TIMEOUT_MS", "999"),
+        ("HIGHLIGHT_TAKEOVER_MARGIN_SECONDS", "-1"),
+        ("HIGHLIGHT_TAKEOVER_MARGIN_SECONDS", "nan"),
         ("HIGHLIGHT_KAFKA_FETCH_MAX_WAIT_MS", "0"),
         ("HIGHLIGHT_LIVE_MAX_ATTEMPTS", "0"),
         ("HIGHLIGHT_LIVE_MAX_ATTEMPTS", "11"),

@@ -395,7 +395,11 @@ def test_demo_on_a_terminal_draws_a_live_table() -> None:
             os.close(child)
             child = -1
             output = _Output(parent)
-            code = process.wait(timeout=90)
+            try:
+                code = process.wait(timeout=90)
+            finally:
+                if process.poll() is None:
+                    process.kill()  # leaving the `with` waits for it
             output.join()
     finally:
         for fd in (parent, child):

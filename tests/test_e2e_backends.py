@@ -3,8 +3,6 @@ the logs of a full run holding no key and no signature."""
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +25,8 @@ from tests.harness import (
     running,
     service_env,
     settings_for,
-    spawn,
 )
+from tests.multiprocess import processes
 
 
 async def test_create_record_sends_the_documented_v2_request(
@@ -119,16 +117,12 @@ async def test_logs_of_a_full_run_hold_no_key_and_no_signature(
     await produce(bootstrap, names.moments, sent)
     await produce(bootstrap, names.moments, [b"not json"], key=None)
     env = service_env(bootstrap, names, simulator.url_for(api), live_api=api, log_level="debug")
-    log_path = tmp_path / "run.log"
-    process = spawn(env, log_path)
-    try:
+    async with processes(tmp_path) as instances:
+        process = instances.spawn(env, "run")
         got = by_event(await results(bootstrap, names.results, 4, timeout=60))
         await read_topic(bootstrap, names.dlq, 1)
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(process.wait, 30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
+        assert await instances.terminate(process, 30) == 0
+    log_path = instances.log_path("run")
     text = log_path.read_text()
     assert {e: d["status"] for e, d in got.items()} == {
         "l-ok": "started",

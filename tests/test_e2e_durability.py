@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import time
 from pathlib import Path
 
@@ -23,9 +21,9 @@ from tests.harness import (
     running,
     service_env,
     settings_for,
-    spawn,
     wait_until,
 )
+from tests.multiprocess import processes
 
 
 async def test_redelivered_and_replayed_moments_are_answered_from_state_without_a_new_call(
@@ -86,14 +84,12 @@ async def test_kill_9_during_a_call_never_leads_to_a_second_call(
     await create_topics(bootstrap, {names.moments: 1})
     simulator.inject("hang", channel="kill-chan")
     env = service_env(bootstrap, names, simulator.url)
-    process = spawn(env, tmp_path / "killed.log")
     first = moment("k1", "kill-chan")
-    try:
+    async with processes(tmp_path) as instances:
+        process = instances.spawn(env, "killed")
         await produce(bootstrap, names.moments, [first])
         await wait_until(lambda: bool(simulator.calls_for("kill-chan")), what="the call to arrive")
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        await instances.kill(process)
     # Same occurred_at: seconds later the clock may have crossed into the next bucket, another key.
     await produce(bootstrap, names.moments, [moment("k2", "kill-chan") | {"occurred_at": first["occurred_at"]}])
     async with running(settings_for(bootstrap, names, simulator.url)):
@@ -108,17 +104,13 @@ async def test_sigterm_finishes_in_flight_work_commits_and_exits_0(
 ) -> None:
     await create_topics(bootstrap, {names.moments: 1})
     simulator.set_config(latency_ms=(2000, 2000))
-    process = spawn(service_env(bootstrap, names, simulator.url), tmp_path / "term.log")
-    try:
+    async with processes(tmp_path) as instances:
+        process = instances.spawn(service_env(bootstrap, names, simulator.url), "term")
         await produce(bootstrap, names.moments, [moment("t1", "term-chan")])
         await wait_until(lambda: bool(simulator.calls_for("term-chan")), what="the call to arrive")
         started = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(process.wait, 30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert code == 0, (tmp_path / "term.log").read_text()
+        code = await instances.terminate(process, 30)
+    assert code == 0, instances.log("term")
     assert time.monotonic() - started < 30
     result = await result_of(bootstrap, names.results, "t1", timeout=5)
     assert result["status"] == "started", "the in-flight call was finished, not dropped"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 from pathlib import Path
 
@@ -24,11 +23,11 @@ from tests.harness import (
     scrape,
     service_env,
     settings_for,
-    spawn,
     value,
     wait_ready,
     wait_until,
 )
+from tests.multiprocess import processes
 
 
 async def test_a_30_second_credential_outage_loses_no_moment_and_fails_none(
@@ -106,16 +105,12 @@ async def test_an_operator_who_fixes_the_key_and_restarts_finds_every_waiting_mo
         "HIGHLIGHT_LIVE_KEY": "not-the-key",
         "HIGHLIGHT_METRICS_PORT": str(port),
     }
-    process = spawn(wrong, tmp_path / "wrong-key.log")
-    try:
+    async with processes(tmp_path) as instances:
+        process = instances.spawn(wrong, "wrong-key")
         await wait_until(lambda: any(c.outcome == "sign invalid" for c in simulator.calls), what="a refused call")
         await wait_ready(port, 503, containing="credentials", timeout=10)
-        process.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(process.wait, 20)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    output = (tmp_path / "wrong-key.log").read_text()
+        code = await instances.terminate(process, 20)
+    output = instances.log("wrong-key")
     assert code == 0, output
     assert "sign invalid" in output
     assert await results(bootstrap, names.results, 0, timeout=0.5) == [], "no moment burned as failed"

@@ -20,6 +20,7 @@ from highlight import config, topics
 from highlight.config import KafkaSettings
 from highlight.errors import ConfigError
 from highlight.kafka import ChangelogReader, GroupConsumer, Partition, Producer, RebalanceHandler, client_options
+from highlight.lease import Lease
 
 LIVE = {"HIGHLIGHT_LIVE_APPID": "1234", "HIGHLIGHT_LIVE_KEY": "live-key"}
 SASL_KEYS = {"sasl_mechanism", "sasl_plain_username", "sasl_plain_password"}
@@ -292,7 +293,7 @@ async def test_every_client_kafka_py_builds_gets_the_security_options(
         ssl_cafile=pki.cafile,
     )
     Producer(settings)
-    GroupConsumer(settings, ["topic"], RebalanceHandler())
+    GroupConsumer(settings, ["topic"], RebalanceHandler(), Lease(6.0))
     ChangelogReader(settings)
     with pytest.raises(_NotStarting):
         await topics.prepare_topics(settings)
@@ -311,7 +312,7 @@ async def test_every_client_kafka_py_builds_gets_the_security_options(
 
 
 async def test_highwater_is_none_until_known_and_for_partitions_not_assigned() -> None:
-    consumer = GroupConsumer(_kafka(), ["topic"], RebalanceHandler())
+    consumer = GroupConsumer(_kafka(), ["topic"], RebalanceHandler(), Lease(6.0))
     raw = consumer._consumer
     try:
         assert consumer.highwater(Partition("topic", 0)) is None

@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-import signal
-import subprocess
-from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from highlight.moment import bucket_of, parse_rfc3339
 from highlight.simulator import LiveSimulator
-from tests.harness import Names, by_event, create_topics, moment, produce, results, service_env, spawn, wait_until
+from tests.harness import Names, create_topics, moment, produce, service_env, wait_until
+from tests.multiprocess import all_answered, assert_no_key_called_twice, processes
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 UNIQUE_KEYS = 650
 DUPLICATES = 150
@@ -44,9 +40,8 @@ async def test_killing_instances_mid_stream_loses_no_moment_and_calls_no_key_twi
     stream = originals + duplicates
     rng.shuffle(stream)
 
-    logs = tmp_path
-    processes = {n: spawn(env, logs / f"instance-{n}.log") for n in range(3)}
-    try:
+    async with processes(tmp_path) as instances:
+        pids = {n: instances.spawn(env, f"instance-{n}") for n in range(3)}
         # Publish in bursts over several seconds so that the kills land mid-stream.
         bursts = [stream[i : i + 50] for i in range(0, len(stream), 50)]
         kills = {4: 0, 8: 1}
@@ -56,57 +51,13 @@ async def test_killing_instances_mid_stream_loses_no_moment_and_calls_no_key_twi
             await produce(bootstrap, names.moments, burst[half:], key=None)  # null keys: re-keyed internally
             if number in kills:
                 # Only a member that is really working makes this test mean anything.
-                log = logs / f"instance-{kills[number]}.log"
-                await wait_until(lambda log=log: "moment_recorded" in log.read_text(), what=f"{log.name} to work")
-                victim = processes[kills[number]]
-                victim.send_signal(signal.SIGKILL)
-                await asyncio.to_thread(victim.wait)
+                victim = f"instance-{kills[number]}"
+                await wait_until(lambda v=victim: "moment_recorded" in instances.log(v), what=f"{victim} to work")
+                await instances.kill(pids[kills[number]])
             await asyncio.sleep(0.6)
         for n in kills.values():
-            processes[n] = spawn(env, logs / f"instance-{n}-restarted.log")
+            pids[n] = instances.spawn(env, f"instance-{n}-restarted")
+        got = await all_answered(bootstrap, names, {m["event_id"] for m in stream}, timeout=150)
 
-        expected = {m["event_id"] for m in stream}
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 150
-        while True:
-            # Redelivery after a kill may answer a moment twice: wait for every event, not for a count.
-            got = by_event(await results(bootstrap, names.results, len(stream), timeout=5))
-            missing = expected - got.keys()
-            if not missing or loop.time() > deadline:
-                break
-        assert not missing, f"{len(missing)} moments without a result, e.g. {sorted(missing)[:5]}"
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes.values():
-            # Off the event loop: the simulator serving their last calls runs on it.
-            try:
-                await asyncio.to_thread(process.wait, 40)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-    keyed: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-    for document in got.values():
-        keyed[(document["channel_id"], document["bucket"])].append(document)
-    calls: dict[tuple[str, int], int] = defaultdict(int)
-    for call in simulator.calls:
-        start = call.query["Param.s.channel_id"]
-        source = next(m for m in originals if m["channel_id"] == start)
-        calls[(start, bucket_of(parse_rfc3339(source["occurred_at"]), 300))] += 1
-    twice = {key: n for key, n in calls.items() if n > 1}
-    assert not twice, f"keys sent to the API more than once: {twice}"
-
-    tasks = {t.channel_id: str(t.task_id) for t in simulator.tasks}
-    for key, documents_of_key in keyed.items():
-        statuses = {d["status"] for d in documents_of_key}
-        if "in_doubt" in statuses:
-            # Cut off by a kill, before or after the request left: never called again.
-            assert statuses == {"in_doubt"}, (key, statuses)
-            continue
-        # Otherwise the outcome was recorded: the one call, and the answer carries that call's task.
-        assert statuses <= {"started", "duplicate"}, (key, statuses)
-        assert calls[key] == 1, key
-        assert {d["task_id"] for d in documents_of_key} == {tasks[key[0]]}, key
-        assert [d["status"] for d in documents_of_key].count("started") == 1, key
-    assert len(keyed) == UNIQUE_KEYS
+    answers = assert_no_key_called_twice(got.values(), simulator)
+    assert len(answers) == UNIQUE_KEYS

@@ -63,6 +63,7 @@ def _recorder(producer: StandInProducer, *, in_a_row: int = 3, dead_letter_bytes
         limiter=None,  # type: ignore[arg-type]
         gate=None,  # type: ignore[arg-type]
         admissions=None,  # type: ignore[arg-type]  # no moment here reaches a call
+        lease=None,  # type: ignore[arg-type]  # no moment here reaches a call or a result
         metrics=Metrics(),
         clock=lambda: datetime.now(UTC),
         dead_letter_bytes=dead_letter_bytes,

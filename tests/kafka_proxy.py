@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import signal
 import socket
 import struct
@@ -163,7 +164,12 @@ async def proxied_broker() -> AsyncIterator[KafkaProxy]:
         "memory://tansu/",
     ]
     broker = subprocess.Popen(  # noqa: ASYNC220 -- starting it takes microseconds; it is waited for off the loop
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     try:
         deadline = time.monotonic() + 15
@@ -180,6 +186,12 @@ async def proxied_broker() -> AsyncIterator[KafkaProxy]:
         except subprocess.TimeoutExpired:
             broker.kill()
             await asyncio.to_thread(broker.wait)
+
+
+def _die_with_parent() -> None:
+    """Linux: the broker gets SIGKILL if the test process dies without stopping it, rather than linger."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
 
 
 def _listening(port: int) -> bool:

@@ -11,7 +11,6 @@ just before the kill may come again: identical.
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections import defaultdict
 from pathlib import Path
 
@@ -33,9 +32,9 @@ from tests.harness import (
     receiving,
     result_of,
     service_env,
-    spawn,
     wait_until,
 )
+from tests.multiprocess import processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -58,16 +57,14 @@ async def test_every_file_gets_its_clip_across_a_kill_9_and_repeats_are_identica
         )
         async with LiveSimulator(config) as sim:
             env = service_env(bootstrap, names, sim.url)
-            first = spawn(env, tmp_path / "first.log")
-            try:
+            async with processes(tmp_path) as instances:
+                first = instances.spawn(env, "first")
                 results = await _record(bootstrap, names, early)
                 # Announced to a receiver that is not there yet: retried (for up to 30 s) until it is.
                 sim.set_config(callback_url=late_url, callback_retry_s=0.5, callback_retries=60)
                 results |= await _record(bootstrap, names, late)
                 await _first_clip(bootstrap, names)
-            finally:
-                first.send_signal(signal.SIGKILL)
-                await asyncio.to_thread(first.wait)
+                await instances.kill(first)
             files = 2 * len(results)
             async with receiving(receiver_settings_for(bootstrap, names, callback_port=late_port)):
                 await wait_until(
@@ -76,12 +73,10 @@ async def test_every_file_gets_its_clip_across_a_kill_9_and_repeats_are_identica
                     what="every file to be announced and stored",
                 )
             notes = {note.file_id: note for note in sim.notifications}
-            second = spawn(env, tmp_path / "second.log")
-            try:
+            async with processes(tmp_path) as instances:
+                second = instances.spawn(env, "second")
                 found = await _clips_of_files(bootstrap, names, set(notes))
-            finally:
-                second.send_signal(signal.SIGTERM)
-                await asyncio.to_thread(second.wait, 30)
+                await instances.terminate(second)
 
     copies: dict[str, set[bytes]] = defaultdict(set)
     for clip in found:

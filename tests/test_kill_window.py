@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import signal
-import subprocess
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,7 +17,8 @@ from typing import Any
 import pytest
 
 from highlight.simulator import LiveSimulator
-from tests.harness import Names, by_event, create_topics, iso, moment, produce, results, service_env, spawn, wait_until
+from tests.harness import Names, create_topics, iso, moment, produce, service_env, wait_until
+from tests.multiprocess import all_answered, processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -46,42 +45,19 @@ async def test_killing_an_instance_in_window_mode_never_calls_a_channel_twice(
     stream = firsts + later
     rng.shuffle(stream)
 
-    logs = tmp_path
-    processes = {n: spawn(env, logs / f"instance-{n}.log") for n in range(2)}
-    try:
+    async with processes(tmp_path) as instances:
+        victim = instances.spawn(env, "instance-0")
+        instances.spawn(env, "instance-1")
         bursts = [stream[i : i + 40] for i in range(0, len(stream), 40)]
         for number, burst in enumerate(bursts):
             await produce(bootstrap, names.moments, burst)
             if number == 3:
                 # Only a member that is really working makes this test mean anything.
-                victim_log = logs / "instance-0.log"
-                await wait_until(lambda log=victim_log: "moment_recorded" in log.read_text(), what="instance 0 working")
-                processes[0].send_signal(signal.SIGKILL)
-                await asyncio.to_thread(processes[0].wait)
-                processes[0] = spawn(env, logs / "instance-0-restarted.log")
+                await wait_until(lambda: "moment_recorded" in instances.log("instance-0"), what="instance 0 working")
+                await instances.kill(victim)
+                instances.spawn(env, "instance-0-restarted")
             await asyncio.sleep(0.4)
-
-        expected = {m["event_id"] for m in stream}
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 120
-        while True:
-            # Redelivery after the kill may answer a moment twice: wait for every event, not for a count.
-            got = by_event(await results(bootstrap, names.results, len(stream), timeout=5))
-            missing = expected - got.keys()
-            if not missing or loop.time() > deadline:
-                break
-        assert not missing, f"{len(missing)} moments without a result, e.g. {sorted(missing)[:5]}"
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes.values():
-            # Off the event loop: the simulator serving their last calls runs on it.
-            try:
-                await asyncio.to_thread(process.wait, 40)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                await asyncio.to_thread(process.wait)
+        got = await all_answered(bootstrap, names, {m["event_id"] for m in stream}, timeout=120)
 
     calls = Counter(call.channel_id for call in simulator.calls)
     twice = {channel: n for channel, n in calls.items() if n > 1}

@@ -854,6 +854,22 @@ def test_kubernetes_example_probes_healthz_and_readyz_on_the_metrics_port(
         assert str(port) == METRICS_PORT, f"{probe} probes port {port}"
 
 
+@pytest.mark.parametrize("name", ["highlight-recorder", "highlight-callbacks"])
+def test_kubernetes_example_startup_probe_outlasts_the_wait_for_kafka(
+    kubernetes: list[dict[str, Any]], name: str
+) -> None:
+    # Nothing listens while start-up waits for the brokers: without a startup probe, liveness would restart a
+    # pod that is waiting as designed.
+    container = only_container(k8s_workload(kubernetes, name))
+    probe = container.get("startupProbe", {})
+    assert probe.get("httpGet", {}).get("path") == "/healthz", "no startup probe on /healthz"
+    allowed = probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3)
+    startup_wait = float(ENV_DEFAULTS["HIGHLIGHT_KAFKA_STARTUP_TIMEOUT_SECONDS"])
+    # A minute past the wait: the state's restore comes after it, and a 1M-entry restore takes seconds.
+    assert allowed >= startup_wait + 60, f"the startup probe gives up after {allowed} s"
+    assert "initialDelaySeconds" not in container["livenessProbe"], "the startup probe holds liveness back"
+
+
 def test_kubernetes_example_static_membership_uses_the_statefulset_pod_name(
     kubernetes: list[dict[str, Any]], k8s_container: dict[str, Any]
 ) -> None:

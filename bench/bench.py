@@ -64,6 +64,15 @@ TARGET_UNIQUE_VS_BOUND = 0.9
 TARGET_P99_MS = 50.0
 TARGET_RESTORE_S = 10.0
 
+# The hot-channel scenario: one channel floods one bucket while a new channel's moment arrives.
+HOT_LATENCY_MS = 50.0
+HOT_BUCKET_SECONDS = 60  # the flood one bucket back, its next-bucket probe now: both fresh, no future times
+HOT_LONE_SAMPLES = 5
+HOT_NEW_PROBES = 5  # never-seen channels on other partitions, sent one after another right after the flood
+HOT_PIPE_RUNS = 3  # the bare pipe's single-partition run is short (under a second): its median counts
+TARGET_HOT_DRAIN_VS_PIPE = 0.5
+TARGET_PROBE_VS_LONE = 2.0
+
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -143,6 +152,55 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+class Profiler:
+    """`py-spy record --pid` on a running process (`--profile`): collapsed stacks, then a summary of where
+    the samples fall (self time and inclusive time per function), written next to the raw file."""
+
+    def __init__(self, proc: Proc, logdir: Path, label: str) -> None:
+        self.raw = logdir / f"{label}.pyspy.txt"
+        self.summary = logdir / f"{label}.profile.txt"
+        args = ["py-spy", "record", "--pid", str(proc.pid), "--rate", "250", "--format", "raw"]
+        with (logdir / f"{label}.pyspy.log").open("ab") as out:
+            self.process = subprocess.Popen(
+                [*args, "-o", str(self.raw)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.raw.is_file():
+            self.summary.write_text(summarize_stacks(self.raw.read_text()))
+            log(f"profile: {self.summary}")
+
+
+def summarize_stacks(raw: str, top: int = 40) -> str:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks (`a;b;c 12`)."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        samples = int(count)
+        total += samples
+        # "name (file:line)" -> "name (file)": a function's lines count together.
+        frames = [frame.rpartition(":")[0] + ")" if frame.endswith(")") else frame for frame in stack.split(";")]
+        own[frames[-1]] += samples
+        for frame in set(frames):
+            inclusive[frame] += samples
+    lines = [f"{total} samples", "", "self %  function"]
+    lines += [f"{n / total * 100:6.1f}  {f}" for f, n in own.most_common(top)]
+    lines += ["", "incl %  function"]
+    lines += [f"{n / total * 100:6.1f}  {f}" for f, n in inclusive.most_common(top)]
+    return "\n".join(lines) + "\n"
 
 
 # --- Kafka helpers --------------------------------------------------------------------------------------------
@@ -295,6 +353,14 @@ def rate(records: Sequence[Out]) -> float:
     return (len(records) - 1) / span if span > 0 else math.nan
 
 
+def span_seconds(records: Sequence[Out]) -> float:
+    """CreateTime of the first output to the last."""
+    if len(records) < 2:
+        return math.nan
+    stamps = [r.ts_ms for r in records]
+    return (max(stamps) - min(stamps)) / 1000
+
+
 def middle_rate(records: Sequence[Out]) -> float:
     """The rate over the middle 80% of outputs: no ramp-up, no tail."""
     ordered = sorted(records, key=lambda r: r.ts_ms)
@@ -406,10 +472,41 @@ class Restore:
 
 
 @dataclass
+class Hot:
+    """One channel floods one bucket; right after the flood, probes; the bare pipe moves the same flood."""
+
+    flood: int
+    pipe_seconds: float  # bare pipe: CreateTime of its first output to its last (the run with the median rate)
+    pipe_rate: float  # the median of the runs
+    drain_seconds: float  # highlight: the same span over the flood's results
+    drain_rate: float
+    lone_ms: list[float]  # produce -> call of a new channel's moment, nothing else going on
+    probes_ms: dict[str, float]  # produce -> call of each probe sent right after the flood
+    new_ms: list[float]  # produce -> call of each never-seen channel (other partitions), in the order sent
+    flood_produce_seconds: float
+    cpu_us: float  # highlight's CPU per flood moment, first flood result to last
+    calls: int
+    statuses: dict[str, int] = field(default_factory=dict)
+    # How long the bench's own producer waited for each lone moment's and probe's write to be acknowledged: the
+    # broker's share of the latency (on this machine the flood also loads the broker).
+    acked_ms: dict[str, float] = field(default_factory=dict)
+    pipe_rates: list[float] = field(default_factory=list)  # every run of the bare pipe
+
+    @property
+    def lone_median_ms(self) -> float:
+        return percentile(self.lone_ms, 50)
+
+    @property
+    def new_median_ms(self) -> float:
+        return percentile(self.new_ms, 50)
+
+
+@dataclass
 class Report:
     throughput: list[Throughput] = field(default_factory=list)
     delays: list[Delay] = field(default_factory=list)
     restores: list[Restore] = field(default_factory=list)
+    hot: list[Hot] = field(default_factory=list)
     background_cores: float = math.nan
     load: tuple[float, float] = (math.nan, math.nan)
     cpu_speed_ms: tuple[float, float] = (math.nan, math.nan)  # sum(range(1e6)) at the start and at the end
@@ -423,6 +520,9 @@ class Report:
     def restore(self) -> Restore | None:
         return next(iter(self.restores), None)
 
+    def hot_channel(self) -> Hot | None:
+        return next(iter(self.hot), None)
+
 
 # --- scenarios ------------------------------------------------------------------------------------------------
 
@@ -431,6 +531,7 @@ class Bench:
     def __init__(
         self, broker: EmbeddedBroker, sim: Sim, logdir: Path, windows: int = 3, probe: Proc | None = None
     ) -> None:
+        self.profile = False  # py-spy on highlight during the measured part of dup and hot (--profile)
         self.windows = windows  # paced delay windows per consumer
         self.restore_runs = 2  # the restore time varies run to run on this machine: show it
         self.probe = probe
@@ -463,8 +564,11 @@ class Bench:
         await create_topics(self.bootstrap, [names.moments, names.results, names.dlq, names.state, names.repartition])
         return names
 
-    def spawn_highlight(self, label: str, names: Names) -> Proc:
-        return Proc(label, ["-m", "highlight", "run"], self.logdir, self.highlight_env(names))
+    def spawn_highlight(self, label: str, names: Names, **env: str) -> Proc:
+        return Proc(label, ["-m", "highlight", "run"], self.logdir, self.highlight_env(names) | env)
+
+    def profiler(self, proc: Proc) -> Profiler | None:
+        return Profiler(proc, self.logdir, proc.label) if self.profile else None
 
     def spawn_worker(self, label: str, command: str, names: Names, *extra: str) -> Proc:
         args = [str(WORKERS), command, "--bootstrap", self.bootstrap]
@@ -517,9 +621,12 @@ class Bench:
         await produce_fast(self.bootstrap, names.moments, moments)
         await self.sim.reset()
         proc = self.spawn_highlight("dup", names)
+        profiler = self.profiler(proc)
         try:
             result = await self.measure("dup", proc, names, n)
         finally:
+            if profiler is not None:
+                profiler.stop()
             proc.stop()
         result.calls = len(await self.sim.calls())
         return result
@@ -532,8 +639,11 @@ class Bench:
         await produce_fast(self.bootstrap, names.moments, moments)
         await self.sim.reset()
         proc = self.spawn_highlight("unique", names)
+        profiler = self.profiler(proc)
         try:
             result = await self.measure("unique", proc, names, n)
+            if profiler is not None:
+                profiler.stop()
             calls = await self.sim.calls()
             result.calls = len(calls)
             arrivals = sorted(c["received_at"] for c in calls)[len(calls) // 10 : len(calls) * 9 // 10]
@@ -658,6 +768,120 @@ class Bench:
                 arrived[channel] = call["received_at"]
         window = [(sent_at[c] - origin, (arrived[c] - sent_at[c]) * 1000) for c in arrived]
         return window, total - len(arrived)
+
+    async def hot_channel(self, n: int) -> Hot:
+        """One channel floods `n` moments of one bucket into a running, warm highlight; right after the flood,
+        probes: that channel's first moment of the next bucket, never-seen channels on other partitions (one after
+        another), and a never-seen channel on the flood's own partition. The bare pipe moves the same `n` records
+        (three times: its median counts)."""
+        tag = uuid.uuid4().hex[:6]
+        hot = f"hot-{tag}"
+        home = home_partition(hot, PARTITIONS)
+        elsewhere = [f"new-{tag}-{i}" for i in range(200) if home_partition(f"new-{tag}-{i}", PARTITIONS) != home]
+        alongside = next(f"near-{tag}-{i}" for i in range(200) if home_partition(f"near-{tag}-{i}", PARTITIONS) == home)
+        now = time.time()
+        flood_at = datetime.fromtimestamp(now - HOT_BUCKET_SECONDS, UTC)  # exactly one bucket before `now`
+        flood_text = flood_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+        def flood() -> Iterable[tuple[bytes, bytes]]:
+            return (moment_bytes(f"f-{tag}-{i}", hot, flood_text) for i in range(n))
+
+        pipe_runs: list[tuple[float, float]] = []  # (rate, span)
+        for run in range(HOT_PIPE_RUNS):
+            names = await self.fresh_topics("hotpipe")
+            await produce_fast(self.bootstrap, names.moments, flood())
+            proc = self.spawn_worker(f"hot-pipe-{run}", "pipe", names)
+            try:
+                records = await collect(self.bootstrap, names.results, n, proc, 60 + n / 100)
+            finally:
+                proc.stop()
+            pipe_runs.append((rate(records), span_seconds(records)))
+        pipe_rate, pipe_span = sorted(pipe_runs)[len(pipe_runs) // 2]
+
+        names = await self.fresh_topics("hot")
+        await self.sim.reset(latency_ms=HOT_LATENCY_MS)
+        proc = self.spawn_highlight("hot", names, HIGHLIGHT_BUCKET_SECONDS=str(HOT_BUCKET_SECONDS))
+        profiler: Profiler | None = None
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=False)
+        await producer.start()
+        try:
+            sent_at: dict[str, float] = {}
+            acked_ms: dict[str, float] = {}
+
+            async def send(label: str, channel: str, occurred_at: str) -> None:
+                key, value = moment_bytes(label, channel, occurred_at)
+                sent_at[label] = time.time()
+                await producer.send_and_wait(names.moments, value, key=key)
+                acked_ms[label] = (time.time() - sent_at[label]) * 1000
+
+            # Warm: joined, restored, one call made; then lone moments, one at a time, nothing else going on.
+            await send(f"warm-{tag}", elsewhere[-1], now_rfc3339())
+            await self.wait_calls(proc, {elsewhere[-1]}, 60)
+            for i in range(HOT_LONE_SAMPLES):
+                await send(f"lone-{tag}-{i}", elsewhere[i + 1], now_rfc3339())
+                await self.wait_calls(proc, {elsewhere[i + 1]}, 30)
+                await asyncio.sleep(0.2)
+            profiler = self.profiler(proc)
+            started = time.perf_counter()
+            await produce_fast(self.bootstrap, names.moments, flood())
+            produced = time.perf_counter() - started
+            cpu0 = cpu_seconds(proc.pid)
+            probes = {"hot channel, next bucket": (hot, datetime.fromtimestamp(now, UTC))}
+            for i in range(HOT_NEW_PROBES):
+                probes[f"new-{i}"] = (elsewhere[HOT_LONE_SAMPLES + 1 + i], datetime.now(UTC))
+            probes["new channel, the flood's partition"] = (alongside, datetime.now(UTC))
+            for label, (channel, at) in probes.items():
+                await send(label, channel, at.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+            total = 1 + HOT_LONE_SAMPLES + n + len(probes)
+            out = await collect(self.bootstrap, names.results, total, proc, 60 + n / 100)
+            cpu = cpu_seconds(proc.pid)
+        finally:
+            if profiler is not None:
+                profiler.stop()
+            await producer.stop()
+            proc.stop()
+        if len(out) < total:
+            log(f"hot: only {len(out)}/{total} results; log tail:\n{proc.tail()}")
+        flooded = [r for r in out if orjson.loads(r.value)["event_id"].startswith(f"f-{tag}-")]
+        calls = await self.sim.calls()
+        first_call: dict[str, float] = {}
+        for call in calls:
+            first_call.setdefault(call["channel_id"], call["received_at"])
+        lone = [(first_call[elsewhere[i + 1]] - sent_at[f"lone-{tag}-{i}"]) * 1000 for i in range(HOT_LONE_SAMPLES)]
+        # The hot channel's first call is the flood's; its next-bucket call is the last call of that channel.
+        hot_calls = sorted(c["received_at"] for c in calls if c["channel_id"] == hot)
+        next_bucket = hot_calls[-1] if len(hot_calls) > 1 else None
+        probe_ms = {}
+        for label, (channel, _) in probes.items():
+            arrived = next_bucket if channel == hot else first_call.get(channel)
+            probe_ms[label] = math.nan if arrived is None else (arrived - sent_at[label]) * 1000
+        new_ms = [probe_ms.pop(f"new-{i}") for i in range(HOT_NEW_PROBES)]
+        drain = span_seconds(flooded)
+        return Hot(
+            flood=n,
+            pipe_seconds=pipe_span,
+            pipe_rate=pipe_rate,
+            pipe_rates=[r for r, _ in pipe_runs],
+            new_ms=new_ms,
+            drain_seconds=drain,
+            drain_rate=rate(flooded),
+            lone_ms=lone,
+            probes_ms=probe_ms,
+            acked_ms=acked_ms,
+            flood_produce_seconds=produced,
+            cpu_us=(cpu - cpu0) / max(1, len(flooded)) * 1e6,
+            calls=len(calls),
+            statuses=statuses(flooded),
+        )
+
+    async def wait_calls(self, proc: Proc, channels: set[str], limit_s: float) -> None:
+        """Until the simulator has seen a call of each of `channels`."""
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline and proc.alive():
+            if channels <= {c["channel_id"] for c in await self.sim.calls()}:
+                return
+            await asyncio.sleep(0.02)
+        raise RuntimeError(f"no call for {sorted(channels)} within {limit_s} s: {proc.tail()}")
 
     async def restore(self, entries: int) -> Restore:
         topic = f"bench-restore-{uuid.uuid4().hex[:8]}.state"
@@ -815,6 +1039,52 @@ def tables(report: Report) -> str:
             f"{' / '.join(f'{run:.2f}' for run in r.runs)} | {r.entries / r.seconds:,.0f} | {fmt(r.rss_mb)} | "
             f"{fmt(r.gc_full_ms)} |"
         )
+    for h in report.hot:
+        lines += [
+            "",
+            f"Hot channel (API {HOT_LATENCY_MS:g} ms, {HOT_BUCKET_SECONDS} s buckets): one channel floods "
+            f"{h.flood:,} moments of one bucket into a warm instance (produced in {h.flood_produce_seconds:.2f} s); "
+            "right after the flood, the probes below, one after another. Latency is produce → the simulator "
+            "receiving the call:",
+            "",
+            "| | produce → call, ms | x lone |",
+            "|---|---:|---:|",
+            f"| a lone moment of a new channel, nothing else going on (median of {len(h.lone_ms)}: "
+            f"{' / '.join(fmt(ms, 1) for ms in h.lone_ms)}) | {fmt(h.lone_median_ms, 1)} | 1 |",
+        ]
+        rows = [
+            ("hot channel, next bucket", h.probes_ms.get("hot channel, next bucket", math.nan)),
+            (
+                f"new channel, another partition (median of {len(h.new_ms)} sent in turn: "
+                f"{' / '.join(fmt(ms, 1) for ms in h.new_ms)})",
+                h.new_median_ms,
+            ),
+            ("new channel, the flood's partition", h.probes_ms.get("new channel, the flood's partition", math.nan)),
+        ]
+        lines += [
+            f"| {label}, after the flood | **{fmt(ms, 1)}** | {ms / h.lone_median_ms:.1f} |" for label, ms in rows
+        ]
+        lone_acked = [v for k, v in h.acked_ms.items() if k.startswith("lone-")]
+        probe_acked = [v for k, v in h.acked_ms.items() if not k.startswith(("lone-", "warm-"))]
+        lines += [
+            "",
+            f"The bench's own writes were acknowledged in {fmt(percentile(lone_acked, 50), 1)} ms (lone moments, "
+            f"median) and {fmt(percentile(probe_acked, 50), 1)} ms (probes, median; "
+            f"{fmt(max(probe_acked, default=math.nan), 1)} ms at most): the broker's own share of those latencies.",
+        ]
+        lines += [
+            "",
+            "| moving the flood | seconds | moments/s | ratio | CPU µs/moment |",
+            "|---|---:|---:|---|---:|",
+            f"| bare pipe (aiokafka consume→produce), median of {len(h.pipe_rates)} runs "
+            f"({' / '.join(fmt(r) for r in h.pipe_rates)}/s) | {h.pipe_seconds:.2f} | {fmt(h.pipe_rate)} | "
+            "1.00 (reference) | - |",
+            f"| highlight: the hot channel's backlog drains | {h.drain_seconds:.2f} | {fmt(h.drain_rate)} | "
+            f"**{h.drain_rate / h.pipe_rate:.2f}** x bare pipe | {fmt(h.cpu_us)} |",
+            "",
+            f"Flood results: {', '.join(f'{k} {v:,}' for k, v in sorted(h.statuses.items()))}; simulator calls in "
+            f"the run: {h.calls} (warm-up, lone moments, the flood's one call, the probes).",
+        ]
     return "\n".join(lines)
 
 
@@ -867,6 +1137,27 @@ def verdicts(report: Report) -> list[tuple[str, str, str]]:
                 _verdict(delay.p99_ms <= TARGET_P99_MS, f"{delay.p99_ms - TARGET_P99_MS:.1f} ms over"),
             )
         )
+    hot = report.hot_channel()
+    if hot:
+        value = hot.drain_rate / hot.pipe_rate
+        rows.append(
+            (
+                f"hot channel's backlog drains ≥ {TARGET_HOT_DRAIN_VS_PIPE}x bare pipe",
+                f"{value:.2f}x ({hot.drain_rate:,.0f} vs {hot.pipe_rate:,.0f}/s)",
+                _verdict(value >= TARGET_HOT_DRAIN_VS_PIPE, f"{TARGET_HOT_DRAIN_VS_PIPE / value:.1f}x short"),
+            )
+        )
+        probe = hot.new_median_ms
+        value = probe / hot.lone_median_ms
+        rows.append(
+            (
+                f"new channel's call during the flood ≤ {TARGET_PROBE_VS_LONE:g}x its lone latency",
+                f"{value:.1f}x ({probe:,.1f} vs {hot.lone_median_ms:,.1f} ms)",
+                _verdict(
+                    value <= TARGET_PROBE_VS_LONE, f"{probe - TARGET_PROBE_VS_LONE * hot.lone_median_ms:,.1f} ms over"
+                ),
+            )
+        )
     if restore:
         rows.append(
             (
@@ -911,7 +1202,7 @@ def render(report: Report, args: argparse.Namespace, command: str, elapsed: floa
         "",
         f"Moments: {args.pipe_moments:,} (bare pipe), {args.moments:,} (duplicate-heavy: "
         f"{max(1, args.moments // 100):,} channels), {args.unique_moments:,} (all-unique), {args.naive_moments} "
-        f"(naive); {args.restore_entries:,} state entries.",
+        f"(naive); {args.restore_entries:,} state entries; {getattr(args, 'hot_moments', 0):,} (hot-channel flood).",
         "",
         "## Results",
         "",
@@ -978,10 +1269,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--unique-moments", type=int, default=None, help="all-unique moments (default 15000)")
     parser.add_argument("--naive-moments", type=int, default=None, help="naive moments (default 50)")
     parser.add_argument("--restore-entries", type=int, default=None, help="dedup entries (default 1000000)")
+    parser.add_argument("--hot-moments", type=int, default=None, help="the hot channel's flood (default 20000)")
     parser.add_argument("--delay-seconds", type=float, default=None, help="each paced delay window (default 4)")
     parser.add_argument("--delay-windows", type=int, default=None, help="paced windows per consumer (default 3)")
     parser.add_argument("--quick", action="store_true", help="smaller runs, under a minute")
-    parser.add_argument("--only", default="pipe,dup,unique,naive,restore", help="comma-separated subset")
+    parser.add_argument("--profile", action="store_true", help="py-spy on highlight in dup, unique, hot (slows it)")
+    parser.add_argument("--only", default="pipe,dup,unique,naive,restore,hot", help="comma-separated subset")
     parser.add_argument("--no-write", action="store_true", help=f"print only; do not write {RESULTS.name}")
     parser.add_argument(
         "--render",
@@ -995,14 +1288,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "unique_moments": 15_000,
         "naive_moments": 50,
     }
-    full |= {"restore_entries": 1_000_000, "delay_seconds": 4.0, "delay_windows": 3}
+    full |= {"restore_entries": 1_000_000, "delay_seconds": 4.0, "delay_windows": 3, "hot_moments": 20_000}
     quick: dict[str, float | None] = {
         "moments": 10_000,
         "pipe_moments": None,
         "unique_moments": 4_000,
         "naive_moments": 15,
     }
-    quick |= {"restore_entries": 200_000, "delay_seconds": 3.0, "delay_windows": 2}
+    quick |= {"restore_entries": 200_000, "delay_seconds": 3.0, "delay_windows": 2, "hot_moments": 10_000}
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -1021,6 +1314,7 @@ async def run(args: argparse.Namespace, logdir: Path) -> Report:
             await sim.start()
             bench = Bench(broker, sim, logdir, args.delay_windows, probe)
             bench.restore_runs = 1 if args.quick else 2
+            bench.profile = args.profile
             if "restore" in args.only:
                 log(f"5. restore (first, on the fresh broker) of {args.restore_entries:,} entries")
                 report.restores.append(await bench.restore(args.restore_entries))
@@ -1037,6 +1331,9 @@ async def run(args: argparse.Namespace, logdir: Path) -> Report:
                 throughput, delay = await bench.all_unique(args.unique_moments, args.delay_seconds)
                 report.throughput.append(throughput)
                 report.delays.append(delay)
+            if "hot" in args.only:
+                log(f"6. hot channel: a flood of {args.hot_moments:,} moments of one channel, then probes")
+                report.hot.append(await bench.hot_channel(args.hot_moments))
             if "naive" in args.only:
                 log(f"4. naive, {args.naive_moments} moments, then paced")
                 throughput, delay = await bench.naive(args.naive_moments, args.delay_seconds)
@@ -1048,7 +1345,7 @@ async def run(args: argparse.Namespace, logdir: Path) -> Report:
     return report
 
 
-COUNTS = ("moments", "pipe_moments", "unique_moments", "naive_moments", "restore_entries")
+COUNTS = ("moments", "pipe_moments", "unique_moments", "naive_moments", "restore_entries", "hot_moments")
 
 
 def save(report: Report, args: argparse.Namespace, command: str, elapsed: float) -> None:
@@ -1068,6 +1365,7 @@ def load() -> tuple[Report, argparse.Namespace, str, float]:
         [Throughput(**t) for t in raw["throughput"]],
         [Delay(**d) for d in raw["delays"]],
         [Restore(**r) for r in raw["restores"]],
+        [Hot(**h) for h in raw.get("hot", [])],
         raw["background_cores"],
         tuple(raw["load"]),
         tuple(raw["cpu_speed_ms"]),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal, get_args
+from functools import cache
+from typing import Any, Literal, NamedTuple, get_args
 
+import fastjsonschema
 import orjson
 
 from highlight import schemas
@@ -34,8 +37,10 @@ class InvalidMoment(ValueError):
 DEFAULT_PRIORITY = 50
 
 
-@dataclass(frozen=True, slots=True)
-class Moment:
+class Moment(NamedTuple):
+    """A valid moment. A named tuple, not a frozen dataclass: one is built for every record, and building a frozen
+    dataclass costs several times more."""
+
     event_id: str
     channel_id: str
     occurred_at: datetime
@@ -64,10 +69,12 @@ class Moment:
         )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)  # noqa: UP017 -- keep the constant readable
+
+
 def bucket_of(instant: datetime, bucket_seconds: int) -> int:
     """floor(epoch / bucket): exact integer arithmetic, so instants on a boundary never flip buckets."""
-    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)  # noqa: UP017 -- keep the constant readable
-    delta = instant - epoch
+    delta = instant - _EPOCH
     seconds = delta.days * 86_400 + delta.seconds
     return seconds // bucket_seconds
 
@@ -96,6 +103,67 @@ def parse_rfc3339(text: str) -> datetime:
     return datetime(year, month, day, int(match["h"]), int(match["m"]), int(match["s"]), micro, tzinfo=tz)
 
 
+def parse_occurred_at(text: str) -> datetime:
+    """`parse_rfc3339`, through datetime's own C parser for the common shape (`T`, `Z` or an offset whose minutes
+    are below 60), where both agree; anything else, and anything the C parser refuses, takes the strict path."""
+    if len(text) >= 20 and text[10] == "T" and (text[-1] == "Z" or (text[-3] == ":" and text[-2] < "6")):
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(text)
+    return parse_rfc3339(text)
+
+
+# What nearly every moment carries. A moment with none of the schema's other properties is checked against the
+# schema without them (and without its `allOf` rules, which only those properties can trigger): the same rules
+# for what it has, minus the cost of the rest, above all the aac/audio rule, which raises an exception internally
+# for every moment without a file_format.
+_PLAIN = frozenset(("event_id", "channel_id", "occurred_at", "attributes"))
+
+
+@cache
+def _optional_ruled() -> frozenset[str]:
+    return frozenset(schemas.load(schemas.MOMENT_SCHEMA)["properties"]) - _PLAIN
+
+
+@cache
+def _plain_validator() -> Callable[[Any], Any]:
+    schema = dict(schemas.load(schemas.MOMENT_SCHEMA))
+    # A rule that names only properties a plain moment lacks cannot fail for it; any other rule stays.
+    kept = [rule for rule in schema.pop("allOf", []) if _PLAIN & _named(rule)]
+    if kept:
+        schema["allOf"] = kept
+    schema["properties"] = {k: v for k, v in schema["properties"].items() if k in _PLAIN}
+    compiled: Callable[[Any], Any] = fastjsonschema.compile(schema)
+    return compiled
+
+
+def _named(rule: Any) -> set[str]:
+    """Every property name a (sub)schema mentions under `required` or `properties`."""
+    names: set[str] = set()
+    if isinstance(rule, dict):
+        names.update(rule.get("required", ()))
+        names.update(rule.get("properties", {}))
+        for value in rule.values():
+            names |= _named(value)
+    elif isinstance(rule, list):
+        for value in rule:
+            names |= _named(value)
+    return names
+
+
+def compile_validators() -> None:
+    """Compile the schema validators now (tens of milliseconds) rather than on the first moment."""
+    _plain_validator()
+    schemas.validator(schemas.MOMENT_SCHEMA)
+
+
+def validate_moment(document: dict[str, Any]) -> None:
+    """The published schema's verdict on `document` (raises `schemas.ValidationError`)."""
+    if _optional_ruled().isdisjoint(document):
+        _plain_validator()(document)
+    else:
+        schemas.validator(schemas.MOMENT_SCHEMA)(document)
+
+
 def parse_moment(value: bytes | None, *, max_bytes: int | None = None) -> Moment:
     """Validate in the documented order: size, bytes, UTF-8, JSON, object, schema, then the meaning of the fields.
 
@@ -108,21 +176,18 @@ def parse_moment(value: bytes | None, *, max_bytes: int | None = None) -> Moment
             "too_large", f"value is {len(value)} bytes, above HIGHLIGHT_MAX_MOMENT_BYTES ({max_bytes}); not parsed"
         )
     try:
-        text = value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidMoment("invalid_utf8", f"value is not UTF-8: {exc.reason} at byte {exc.start}") from None
-    try:
-        document = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidMoment("invalid_json", f"value is not JSON: {exc}") from None
+        # orjson reads the bytes as UTF-8 itself; only a refusal needs the two steps apart, to say which failed.
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        document = _decode_slowly(value)
     if not isinstance(document, dict):
         raise InvalidMoment("not_an_object", f"value is JSON {type(document).__name__}, not an object")
     try:
-        schemas.validator(schemas.MOMENT_SCHEMA)(document)
+        validate_moment(document)
     except schemas.ValidationError as exc:
         raise InvalidMoment("schema_violation", _describe(exc)) from None
     try:
-        occurred_at = parse_rfc3339(document["occurred_at"])
+        occurred_at = parse_occurred_at(document["occurred_at"])
     except (ValueError, OverflowError) as exc:
         raise InvalidMoment("schema_violation", f"data.occurred_at is not a valid time: {exc}") from None
     attributes = document.get("attributes")
@@ -165,6 +230,17 @@ def nesting_exceeds(value: Any, limit: int) -> bool:
                     return True
                 pending.append((child, depth + 1))
     return False
+
+
+def _decode_slowly(value: bytes) -> Any:
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidMoment("invalid_utf8", f"value is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMoment("invalid_json", f"value is not JSON: {exc}") from None
 
 
 def _describe(exc: schemas.ValidationError) -> str:

@@ -28,7 +28,7 @@ def result_document(
         "bucket_seconds": bucket_seconds,
         "status": status,
         "occurred_at": moment.occurred_at_text,
-        "processed_at": processed_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "processed_at": _utc_milliseconds(processed_at),
     }
     if status == "skipped" and entry is not None:
         document["reason"] = entry.reason or "running_limit"
@@ -60,6 +60,28 @@ def result_document(
     if moment.attributes is not None:
         document["attributes"] = moment.attributes
     return document
+
+
+# The last millisecond formatted: a batch of answers falls within a few milliseconds, so each is formatted once.
+_last_formatted: list[Any] = [None, ""]
+
+
+def _utc_milliseconds(instant: datetime) -> str:
+    key = (
+        instant.microsecond // 1000,
+        instant.second,
+        instant.minute,
+        instant.hour,
+        instant.day,
+        instant.month,
+        instant.year,
+        instant.tzinfo,
+    )
+    if key != _last_formatted[0]:
+        _last_formatted[0] = key
+        _last_formatted[1] = instant.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    text: str = _last_formatted[1]
+    return text
 
 
 def encode_result(document: dict[str, Any]) -> bytes:

@@ -552,7 +552,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "HIGHLIGHT_MAX_IN_FLIGHT",
         "256",
-        "Moments fetched but not finished; the consumer pauses at this bound.",
+        "Moments being decided (taken in, not yet answered), shared fairly among partitions.",
         _int_between(1, 100_000),
     ),
     Setting(

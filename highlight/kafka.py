@@ -7,11 +7,12 @@ trust in `end_offsets()` (tansu undercounts it): reading "to the end" means reac
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import random
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -41,8 +42,9 @@ class Partition(NamedTuple):
     partition: int
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
+    """A consumed record. A named tuple, not a frozen dataclass: one is built for every record."""
+
     topic: str
     partition: int
     offset: int
@@ -88,9 +90,27 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
     return options
 
 
+# Hot channels repeat: remembering the hash of recent keys saves a pure-Python murmur2 per record.
+KEY_HASH_CACHE = 65_536
+
+
+@functools.lru_cache(maxsize=KEY_HASH_CACHE)
+def _key_hash(key: bytes) -> int:
+    return int(murmur2(key)) & 0x7FFFFFFF
+
+
+@functools.lru_cache(maxsize=KEY_HASH_CACHE)
 def home_partition(channel_id: str, partitions: int) -> int:
     """Where Kafka's default partitioner puts a record keyed by `channel_id`: the channel's one home."""
-    return (int(murmur2(channel_id.encode())) & 0x7FFFFFFF) % partitions
+    return _key_hash(channel_id.encode()) % partitions
+
+
+_unkeyed = itertools.count()
+
+
+def partition_for(key: bytes | None, partitions: int) -> int:
+    """Kafka's default partitioner (aiokafka's and Java's) for a keyed record; unkeyed records take turns."""
+    return next(_unkeyed) % partitions if key is None else _key_hash(key) % partitions
 
 
 # Kafka refuses these for the record sent, whatever the brokers' state: sending it again fails the same way.
@@ -140,6 +160,29 @@ async def _close_within(closing: Coroutine[Any, Any, None], client: str) -> None
 
 
 # --- producer -------------------------------------------------------------------------------------
+
+
+class RecordBatch:
+    """Records for one partition, published together (`Producer.publish`): one acknowledgement for all."""
+
+    __slots__ = ("builder", "count")
+
+    def __init__(self, builder: Any) -> None:
+        self.builder = builder
+        self.count = 0
+
+    def append(self, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]] = ()) -> bool:
+        """False when the batch is full (it always takes its first record)."""
+        # aiokafka's C record builder takes headers as a list only.
+        listed = headers if isinstance(headers, list) else list(headers)
+        if self.builder.append(timestamp=None, key=key, value=value, headers=listed) is None:
+            return False
+        self.count += 1
+        return True
+
+    def close(self) -> None:
+        """Nothing else may join a batch once it is queued."""
+        self.builder.close()
 
 
 class Producer:
@@ -217,6 +260,44 @@ class Producer:
             )
             metadata = await future
         return int(metadata.offset)
+
+    # The batch side, for records published pipelined (highlight.outbox): whole batches are queued, and each
+    # one's acknowledgement arrives later as a future.
+
+    def batch(self) -> RecordBatch:
+        return RecordBatch(self._producer.create_batch())
+
+    async def partitions(self, topic: str) -> int:
+        """The topic's partition count, from the producer's metadata (fetched once, then kept up to date)."""
+        async with broker_errors(f"metadata of {topic}"):
+            return len(await self._producer.partitions_for(topic))
+
+    async def publish(self, batch: RecordBatch, topic: str, partition: int) -> asyncio.Future[None]:
+        """Queue `batch`; the future resolves when the brokers acknowledge it, or fails with our error. Batches of
+        one partition are sent in the order they were queued, the records of each in the order appended."""
+        batch.close()
+        async with broker_errors(f"send to {topic}", sending=True):
+            delivery = await self._producer.send_batch(batch.builder, topic, partition=partition)
+        return _acknowledgement(delivery, f"send to {topic}")
+
+
+def _acknowledgement(delivery: asyncio.Future[Any], action: str) -> asyncio.Future[None]:
+    """aiokafka's delivery future as ours: resolved on acknowledgement, its error mapped where it enters."""
+    acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def settle(done: asyncio.Future[Any]) -> None:
+        if acked.done():
+            return
+        if done.cancelled():
+            acked.cancel()
+        elif (exc := done.exception()) is not None:
+            mapped = _mapped(exc, action, sending=True) if isinstance(exc, aiokafka.errors.KafkaError) else exc
+            acked.set_exception(mapped)
+        else:
+            acked.set_result(None)
+
+    delivery.add_done_callback(settle)
+    return acked
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]) -> int:
@@ -301,6 +382,10 @@ def _watch_membership(coordinator: Any, lease: Lease) -> None:
     coordinator._send_req = watched
 
 
+# Per partition and fetch; a larger record still comes whole (brokers return at least one record batch).
+FETCH_CHUNK_BYTES = 64 * 1024
+
+
 class GroupConsumer:
     """The group member: manual commits only, range assignment so equal partition numbers go together."""
 
@@ -321,6 +406,9 @@ class GroupConsumer:
             # A revoke may wait for in-flight calls to drain; the group must wait for it.
             rebalance_timeout_ms=max(60_000, settings.session_timeout_ms),
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            # A sixteenth of aiokafka's default chunk: a flood's chunk is taken in and decoded in one step of the
+            # event loop (highlight.intake), and a smaller one keeps that step, and a fetch, short (bench/ANALYSIS.md).
+            max_partition_fetch_bytes=FETCH_CHUNK_BYTES,
             # Partition i of the moments and repartition topics carry the same channels: they must land on
             # the same member, which is what range assignment does for equal partition counts.
             partition_assignment_strategy=(RangePartitionAssignor,),
@@ -348,9 +436,19 @@ class GroupConsumer:
             self._started = False
             await _close_within(self._consumer.stop(), "consumer")
 
-    async def fetch(self, timeout_ms: int, max_records: int) -> list[Record]:
+    async def fetch(
+        self, timeout_ms: int, max_records: int, partitions: Iterable[Partition] | None = None
+    ) -> list[Record]:
+        """Prefetched records of `partitions` (all assigned if None), waiting up to `timeout_ms` for the first.
+
+        aiokafka hands out one partition's prefetched records before the next partition's, so a caller that must
+        share fairly asks partition by partition. Polling a paused partition drops what was prefetched for it.
+        """
+        tps = () if partitions is None else [aiokafka.TopicPartition(*p) for p in partitions]
+        if partitions is not None and not tps:
+            return []  # aiokafka reads no partitions as every partition
         async with broker_errors("fetch"):
-            batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+            batches = await self._consumer.getmany(*tps, timeout_ms=timeout_ms, max_records=max_records)
         return [_record(message) for messages in batches.values() for message in messages]
 
     def assignment(self) -> set[Partition]:

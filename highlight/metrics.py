@@ -149,7 +149,15 @@ class Metrics:
         ).set_function(lambda: time.monotonic() - self._last_success)
         self.in_flight = Gauge("highlight_in_flight_moments", "Moments fetched and not yet answered.", registry=r)
         self.paused = Gauge(
-            "highlight_consumer_paused", "1 while fetching is paused (in-flight bound or outage).", registry=r
+            "highlight_consumer_paused",
+            "1 while fetching is paused for every owned partition (each holds its share of the in-flight bound, "
+            "or an outage).",
+            registry=r,
+        )
+        self.paused_partitions = Gauge(
+            "highlight_paused_partitions",
+            "Owned partitions whose fetching is paused: they hold their share of the in-flight bound (or an outage).",
+            registry=r,
         )
         self._lag = _LagCollector()
         r.register(self._lag)

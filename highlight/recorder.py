@@ -1,12 +1,16 @@
 """What happens to one record: dead letter, re-key, or dedup → (call) → state → result.
 
 Business logic only; Kafka and HTTP are reached through the adapters, whose errors are already ours. Every
-record's work runs under the last resort (`highlight.last_resort`).
+record's waiting path runs under the last resort (`highlight.last_resort`). A record that needs no waiting (a
+forward, or a moment the dedup state answers) is decided at once, its answer queued in the outbox
+(`highlight.outbox`); when that cannot be done (the answer is too large for one request, or deciding fails), the
+waiting path decides it again, under the last resort.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -31,15 +35,16 @@ from highlight.errors import (
     RecordRejected,
     RecordTooLarge,
 )
-from highlight.kafka import Producer, Record, home_partition
+from highlight.kafka import Producer, Record, home_partition, record_size
 from highlight.last_resort import LastResort
 from highlight.lease import Lease
 from highlight.live import LiveClient
 from highlight.metrics import Metrics
-from highlight.moment import InvalidMoment, Moment, parse_moment
+from highlight.moment import InvalidMoment, Moment, compile_validators, parse_moment
 from highlight.outage import LiveGate
+from highlight.outbox import Outbox
 from highlight.recording import clamp_record_seconds, window_at
-from highlight.results import dropping, encode_result, result_document
+from highlight.results import STATUSES, dropping, encode_result, result_document
 from highlight.state import StateStore
 
 log = structlog.get_logger("highlight.recorder")
@@ -55,12 +60,21 @@ _ORIGIN_FIELDS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Routed:
-    """A record's lane (moments of one channel run in order) and its work."""
+    """A record's lane (a channel's records are decided in order) and its work.
+
+    `answer` decides the record at once if nothing needs waiting for (True) and does nothing otherwise; `run` is
+    the waiting path, under the last resort. A record whose answer went to the outbox (`queued`) is done when that
+    answer is acknowledged; any other, when `run` returns. `retry` publishes a queued answer again on its own
+    (awaited), should the batch that carried it be refused for a record's sake.
+    """
 
     lane: str
     run: Callable[[], Coroutine[Any, Any, None]]
+    answer: Callable[[], bool] | None = None
+    retry: Callable[[], Coroutine[Any, Any, None]] | None = None
+    queued: bool = False
 
 
 class Recorder:
@@ -70,6 +84,7 @@ class Recorder:
         *,
         partitions: int,
         producer: Producer,
+        outbox: Outbox,
         live: LiveClient,
         state: StateStore,
         limiter: AsyncLimiter,
@@ -85,6 +100,7 @@ class Recorder:
         self._rec = settings.recorder
         self._partitions = partitions
         self._producer = producer
+        self._outbox = outbox
         self._live = live
         self._state = state
         self._limiter = limiter
@@ -101,9 +117,16 @@ class Recorder:
         self._metrics = metrics
         self._clock = clock
         self._last_resort = LastResort(settings, producer, metrics, dead_letter_bytes=dead_letter_bytes)
+        # What one queued record may weigh: the producer's request limit (a larger answer goes the waiting path,
+        # which drops what does not fit).
+        self._request_bytes = settings.kafka.max_request_bytes
+        self._answered = {status: metrics.moments.labels(status) for status in STATUSES}
+        self._log_answers = log.is_enabled_for(logging.INFO)
+        compile_validators()
 
     def route(self, record: Record) -> Routed:
-        """Parse now (cheap, and it decides the lane), do the rest in the lane, under the last resort."""
+        """Parse now (cheap, and it decides the lane); decide at once if nothing needs waiting for, else in the lane
+        under the last resort."""
         # Dead letters and forwards need no order: a lane of their own lets them run concurrently.
         unordered = f"\0{record.topic}:{record.partition}:{record.offset}"
         guarded = self._last_resort.guarded
@@ -118,24 +141,112 @@ class Recorder:
             return Routed(unordered, lambda: guarded(record, lambda: _raise(crash)))
         keyed_by_channel = record.key == moment.channel_id.encode()
         if record.partition != home or (record.topic == self._kafka.moments_topic and not keyed_by_channel):
-            return Routed(unordered, lambda: guarded(record, lambda: self._forward(record, moment, home)))
-        return Routed(f"ch:{moment.channel_id}", lambda: guarded(record, lambda: self._process(record, moment, home)))
+            forwarding = Routed(unordered, lambda: guarded(record, lambda: self._forward(record, moment, home)))
+            forwarding.answer = lambda: self._forward_now(forwarding, record, moment, home)
+            forwarding.retry = forwarding.run
+            return forwarding
+        routed = Routed(
+            f"ch:{moment.channel_id}", lambda: guarded(record, lambda: self._process(routed, record, moment, home))
+        )
+        routed.answer = lambda: self._answer_now(routed, record, moment, home)
+        routed.retry = lambda: guarded(record, lambda: self._process(routed, record, moment, home, queue=False))
+        return routed
+
+    def _forward_now(self, routed: Routed, record: Record, moment: Moment, home: int) -> bool:
+        """Queue the forward in the outbox; False (nothing done) if it is too large for one request."""
+        headers = _forward_headers(record)
+        key = moment.channel_id.encode()
+        if record_size(key, record.value, headers) > self._request_bytes:
+            return False
+        self._outbox.put(
+            self._kafka.repartition_topic,
+            record.value,
+            key=key,
+            partition=home,
+            headers=headers,
+            answers=(record.source, record.offset),
+            retry=routed.retry,
+        )
+        routed.queued = True
+        self._repartitioned(record, moment, home)
+        return True
+
+    def _answer_now(self, routed: Routed, record: Record, moment: Moment, home: int) -> bool:
+        """Answer a moment the dedup state (or its age) answers, at once; False, and nothing done, if it needs a
+        call or its result does not fit one request."""
+        started = time.perf_counter()
+        now = self._clock()
+        decision = decide_among(moment, self._state.candidates(home, moment), now, self._rules)
+        if decision.verdict is Verdict.CALL:
+            return False
+        bucket = moment.bucket(self._rec.bucket_seconds)
+        status = decision.status or "expired"
+        document = result_document(moment, bucket, self._rec.bucket_seconds, status, decision.entry, now)
+        return self._queue(routed, record, moment, bucket, status, document, started)
+
+    def _queue(
+        self,
+        routed: Routed,
+        record: Record,
+        moment: Moment,
+        bucket: int,
+        status: str,
+        document: dict[str, Any],
+        started: float,
+    ) -> bool:
+        """Queue a result in the outbox: pipelined, the channel's next moment is decided at once, and the moment is
+        done when the brokers acknowledge it. False (nothing done) if it does not fit one request."""
+        value = encode_result(document)
+        key = moment.channel_id.encode()
+        if record_size(key, value, ()) > self._request_bytes:
+            return False
+        self._answered[status].inc()
+        if status == "skipped":
+            self._metrics.skipped.labels(document["reason"]).inc()
+        if self._log_answers:
+            self._log_answer(record, moment, bucket, status, document, started)
+        self._outbox.put(
+            self._kafka.results_topic, value, key=key, answers=(record.source, record.offset), retry=routed.retry
+        )
+        routed.queued = True
+        return True
+
+    def _log_answer(
+        self, record: Record, moment: Moment, bucket: int, status: str, document: dict[str, Any], started: float
+    ) -> None:
+        # The one canonical line per moment: everything an on-call engineer needs to find it again.
+        log.info(
+            "moment_recorded" if status == "started" else "moment_answered",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            channel_id=moment.channel_id,
+            event_id=moment.event_id,
+            **_origin(record),
+            bucket=bucket,
+            status=status,
+            reason=document.get("reason"),
+            task_id=document.get("task_id"),
+            attempts=document.get("attempts"),
+            api=document.get("api"),
+            request_id=document.get("request_id"),
+            error=document.get("error"),
+            dropped=document.get("dropped"),
+            latency_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
 
     async def _forward(self, record: Record, moment: Moment, home: int) -> None:
         """Re-key through the repartition topic, as Kafka Streams does, so one member owns the channel."""
-        headers = [*_without_origin(record.headers)]
-        headers += [
-            (ORIGIN_TOPIC_HEADER, record.topic.encode()),
-            (ORIGIN_PARTITION_HEADER, str(record.partition).encode()),
-            (ORIGIN_OFFSET_HEADER, str(record.offset).encode()),
-        ]
         await self._producer.send(
             self._kafka.repartition_topic,
             record.value,
             key=moment.channel_id.encode(),
             partition=home,
-            headers=headers,
+            headers=_forward_headers(record),
         )
+        self._repartitioned(record, moment, home)
+
+    def _repartitioned(self, record: Record, moment: Moment, home: int) -> None:
         self._metrics.repartitioned.inc()
         log.debug(
             "moment_repartitioned",
@@ -147,7 +258,9 @@ class Recorder:
             home=home,
         )
 
-    async def _process(self, record: Record, moment: Moment, index: int) -> None:
+    async def _process(self, routed: Routed, record: Record, moment: Moment, index: int, *, queue: bool = True) -> None:
+        """The waiting path: decide (a call if the state does not answer), then publish the result, queued when it
+        fits one request (`queue`), else sent and acknowledged here, without the attributes if it must."""
         started = time.perf_counter()
         bucket = moment.bucket(self._rec.bucket_seconds)
         mlog = log.bind(
@@ -180,6 +293,8 @@ class Recorder:
             )
             raise
         document = result_document(moment, bucket, self._rec.bucket_seconds, status, entry, self._clock())
+        if queue and self._queue(routed, record, moment, bucket, status, document, started):
+            return
         try:
             await self._producer.send(
                 self._kafka.results_topic, encode_result(document), key=moment.channel_id.encode()
@@ -425,6 +540,16 @@ def _origin(record: Record) -> dict[str, str]:
 
 async def _raise(exc: Exception) -> None:
     raise exc
+
+
+def _forward_headers(record: Record) -> list[tuple[str, bytes | None]]:
+    """The record's headers, then where it was first published (replacing any such headers it carried)."""
+    return [
+        *_without_origin(record.headers),
+        (ORIGIN_TOPIC_HEADER, record.topic.encode()),
+        (ORIGIN_PARTITION_HEADER, str(record.partition).encode()),
+        (ORIGIN_OFFSET_HEADER, str(record.offset).encode()),
+    ]
 
 
 def _without_origin(headers: tuple[tuple[str, bytes | None], ...]) -> list[tuple[str, bytes | None]]:

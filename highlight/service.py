@@ -26,12 +26,14 @@ from highlight.config import Settings
 from highlight.dedup import WINDOW_MODE
 from highlight.errors import HighlightError
 from highlight.handover import Handovers
+from highlight.intake import Intake
 from highlight.kafka import (
     ChangelogReader,
     GroupConsumer,
     Partition,
     Producer,
     RebalanceHandler,
+    Record,
 )
 from highlight.lanes import Job, KeyedRunner, OffsetTracker
 from highlight.lease import FenceReason, Lease
@@ -39,10 +41,12 @@ from highlight.live import LiveClient
 from highlight.metrics import Metrics
 from highlight.ops import OpsServer
 from highlight.outage import LiveGate
-from highlight.recorder import Recorder
+from highlight.outbox import Outbox, Token
+from highlight.recorder import Recorder, Routed
 from highlight.recording import now_utc
 from highlight.state import StateStore
 from highlight.topics import prepare_topics
+from highlight.window import Window
 
 log = structlog.get_logger("highlight.service")
 
@@ -61,13 +65,16 @@ class Service(RebalanceHandler):
         self._stopping = asyncio.Event()
         self._fatal: BaseException | None = None
         self._tracker = OffsetTracker()
-        self._runner = KeyedRunner(on_done=self._job_done, on_error=self._job_failed)
+        self._callbacks_topic = settings.kafka.callbacks_topic
+        self._runner: KeyedRunner[Routed] = KeyedRunner(
+            answer=self._answer, run=self._process, on_error=self._job_failed
+        )
+        self._outbox: Outbox | None = None
         # Partitions whose dedup state is restored and that are not being handed over: only their records
         # are processed. aiokafka starts fetching new partitions before the assignment callback has finished.
         self._active: set[Partition] = set()
         self._commit_lock = asyncio.Lock()
         self._room = asyncio.Event()  # set whenever in-flight work shrinks
-        self._paused = False
         self._ready = False
         self._gate = LiveGate(on_change=self._live_availability, on_outage=self._live_outage)
         # What this member can prove about owning its partitions; nothing is called or written without it.
@@ -89,7 +96,17 @@ class Service(RebalanceHandler):
         try:
             topics = await prepare_topics(kafka)
             self.partitions = topics.partitions
+            # Two producers: aiokafka keeps one request in flight per broker connection, and the dedup state's
+            # writes (an intent before every call) must not queue behind a batch of results.
             self._producer = await stack.enter_async_context(Producer(kafka))
+            state_producer = await stack.enter_async_context(Producer(kafka))
+            self._outbox = Outbox(
+                self._producer,
+                on_acked=self._answers_acked,
+                on_failed=self._answers_failed,
+                # An answered moment frees its slot in the window: the loop may take the next one in.
+                on_queued=self._room.set,
+            )
             reader = ChangelogReader(kafka)
             await reader.start()
             stack.push_async_callback(reader.stop)
@@ -100,7 +117,7 @@ class Service(RebalanceHandler):
             self._admissions = Admissions(self._budget, clock=self._unix_clock)
             self._state = StateStore(
                 kafka.state_topic,
-                self._producer,
+                state_producer,
                 reader,
                 bucket_seconds=self.settings.recorder.bucket_seconds,
                 max_event_age_seconds=self.settings.recorder.max_event_age_seconds,
@@ -129,6 +146,7 @@ class Service(RebalanceHandler):
                 self.settings,
                 partitions=self.partitions,
                 producer=self._producer,
+                outbox=self._outbox,
                 live=live,
                 state=self._state,
                 limiter=AsyncLimiter(self.settings.live.max_rps, 1.0),
@@ -161,6 +179,16 @@ class Service(RebalanceHandler):
             # Partition i of all three holds the same channels (their home): range assignment keeps them together.
             subscribed = [kafka.moments_topic, kafka.repartition_topic, kafka.callbacks_topic]
             self._consumer = GroupConsumer(kafka, subscribed, self, self._lease)
+            self._intake = Intake(
+                self._consumer,
+                self._tracker,
+                Window(self.settings.recorder.max_in_flight),
+                answered=self._outbox.outstanding_of,
+                answered_total=self._outbox.outstanding,
+                stopping=self._stopping,
+                calling=self._runner.waiting,
+                on_paused=self._paused_changed,
+            )
             self.metrics.watch_lag(self._lag)
             # Read at scrape time: exact, and nothing to keep in step on the hot path.
             self.metrics.in_flight.set_function(self._tracker.in_flight)
@@ -216,6 +244,8 @@ class Service(RebalanceHandler):
         if self._handovers is not None:
             await self._handovers.cancel(self._handovers.waiting)
         await self._runner.close()
+        if self._outbox is not None:
+            await self._outbox.close()
         await self._stack.aclose()
         log.info("service_stopped")
 
@@ -280,6 +310,8 @@ class Service(RebalanceHandler):
         """Consume until `request_stop()` or a fatal error; drain, commit, and re-raise a fatal error."""
         if not self._entered:
             raise RuntimeError("Service.run() outside `async with Service(...)`")
+        assert self._outbox is not None  # noqa: S101 -- set by __aenter__
+        self._outbox.start()
         sweeper = asyncio.create_task(self._expire_forever(), name="state-expiry")
         try:
             await self._consume()
@@ -287,12 +319,18 @@ class Service(RebalanceHandler):
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
-            abandoned = await self._runner.drain(self.settings.recorder.drain_timeout_seconds)
+            abandoned, unacknowledged = await self._drain(None)
             if abandoned:
                 log.warning(
                     "in_flight_abandoned",
                     moments=[f"{j.partition.topic}/{j.partition.partition}@{j.offset}" for j in abandoned],
                     note="a call cut off mid-request makes its key in_doubt; it is never re-sent",
+                )
+            if unacknowledged:
+                log.warning(
+                    "answers_unacknowledged",
+                    answers=unacknowledged,
+                    note="their moments stay uncommitted and are answered again from the state",
                 )
             await self._commit(force=True)
             await self._hand_over({p.partition for p in self._consumer.assignment()})
@@ -300,67 +338,105 @@ class Service(RebalanceHandler):
             raise self._fatal
 
     async def _consume(self) -> None:
-        limit = self.settings.recorder.max_in_flight
-        # Resume only with room for a batch: resuming for every finished moment would thrash, since aiokafka
-        # drops what it prefetched for paused partitions.
-        resume_at = limit - max(1, limit // 8)
+        """Take records partition by partition, as the window allows, and decide what can be decided at once."""
+        intake = self._intake
         while not self._stopping.is_set():
-            in_flight = self._tracker.in_flight()
-            outage = not self._gate.available
-            if outage or in_flight >= limit or (self._paused and in_flight > resume_at):
-                self._set_paused(True)
-                # Wake as soon as moments finish: a poll of paused partitions would sleep its whole timeout.
-                await self._room_below(resume_at, POLL_TIMEOUT_MS / 1000)
-            if self._paused and self._gate.available and self._tracker.in_flight() <= resume_at:
-                self._set_paused(False)
-            capacity = limit - self._tracker.in_flight()
-            # Paused, this poll returns at once and empty; it still shows the group we are alive.
-            records = await self._consumer.fetch(0 if self._paused else POLL_TIMEOUT_MS, max(1, capacity))
-            self._last_poll = time.monotonic()
-            rewind: dict[Partition, int] = {}
-            for record in records:
-                if record.source not in self._active:
-                    # Being handed over (the next owner fetches it) or not restored yet (fetch it again later).
-                    rewind.setdefault(record.source, record.offset)
-                    continue
-                # Where we started, until the first commit: lag is measured from a known position.
-                self._committed.setdefault(record.source, record.offset)
-                if record.topic == self.settings.kafka.callbacks_topic:
-                    routed = self._clipper.route(record)
+            if not self._gate.available:
+                # Nothing is fetched during an outage; sleep until the gate reopens (it sets `_room`).
+                intake.pause_all()
+                await self._wait_for_room(POLL_TIMEOUT_MS / 1000)
+                await intake.poll_paused(0)
+            else:
+                active = self._active & self._consumer.assignment()
+                admitted, waiting = await intake.draw(active, self._take)
+                if admitted:
+                    # Let acknowledgements, lanes and the outbox run between passes; a freed slot is refilled on
+                    # the next pass (no hysteresis: resume at the first free slot).
+                    await asyncio.sleep(0)
                 else:
-                    routed = self._recorder.route(record)
-                self._tracker.track(record.source, record.offset)
-                self._runner.submit(routed.lane, Job(record.source, record.offset, routed.run))
-            if rewind:
-                self._consumer.rewind(rewind)
+                    await intake.wait(active, self._room if waiting else None, POLL_TIMEOUT_MS / 1000)
+            self._last_poll = intake.last_poll
             await self._commit()
 
-    def _set_paused(self, paused: bool) -> None:
-        if paused == self._paused:
-            return
-        self._paused = paused
-        if paused:
-            self._consumer.pause(self._consumer.assignment())
-        else:
-            self._consumer.resume(self._active & self._consumer.assignment())
-        self.metrics.paused.set(1 if paused else 0)
-        log.debug("consumer_paused" if paused else "consumer_resumed", in_flight=self._tracker.in_flight())
+    def _take(self, records: list[Record]) -> None:
+        rewind: dict[Partition, int] = {}
+        for record in records:
+            source = record.source
+            if source not in self._active:
+                # Being handed over (the next owner fetches it) or not restored yet (fetch it again later).
+                rewind.setdefault(source, record.offset)
+                continue
+            # Where we started, until the first commit: lag is measured from a known position.
+            self._committed.setdefault(source, record.offset)
+            self._tracker.track(source, record.offset)
+            if record.topic == self._callbacks_topic:
+                routed = self._clipper.route(record)
+            else:
+                routed = self._recorder.route(record)
+            # Decided at once if its lane is idle and nothing needs waiting for; else in its lane, in order.
+            self._runner.submit(routed.lane, Job(source, record.offset, routed))
+        if rewind:
+            self._consumer.rewind(rewind)
 
-    def _job_done(self, job: Job) -> None:
-        self._tracker.done(job.partition, job.offset)
+    def _answer(self, job: Job[Routed]) -> bool:
+        answer = job.work.answer
+        if answer is None:
+            return False
+        try:
+            return answer()
+        except Exception:
+            # Deciding it at once failed: its waiting path decides it again, under the last resort.
+            return False
+
+    async def _process(self, job: Job[Routed]) -> None:
+        routed = job.work
+        await routed.run()
+        if not routed.queued:
+            # Answered on the waiting path with its answer acknowledged there (a dead letter, a clip, a result too
+            # large to queue): done now.
+            self._tracker.done(job.partition, job.offset)
+            self._room.set()
+
+    def _answers_acked(self, answered: list[Token]) -> None:
+        done = self._tracker.done
+        for partition, offset in answered:
+            done(partition, offset)
         self._room.set()
 
-    async def _room_below(self, threshold: int, timeout: float) -> None:  # noqa: ASYNC109 -- a poll interval
+    def _answers_failed(self, answered: list[Token], exc: BaseException) -> None:
+        # The brokers did not take these answers: their moments stay uncommitted (answered again, from the state,
+        # after a restart), and the service stops rather than run on with answers it cannot deliver.
+        log.error(
+            "answers_not_acknowledged",
+            answers=[f"{p.topic}/{p.partition}@{o}" for p, o in answered[:10]],
+            count=len(answered),
+            error=str(exc),
+        )
+        self._fail(exc)
+
+    async def _drain(self, partitions: set[Partition] | None) -> tuple[list[Job[Routed]], int]:
+        """Let running jobs of `partitions` (all if None) finish, then wait for their answers' acknowledgements,
+        within the drain timeout: what is committed next must not pass an unacknowledged answer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.recorder.drain_timeout_seconds
+        abandoned = await self._runner.drain(self.settings.recorder.drain_timeout_seconds, partitions)
+        unacknowledged = 0
+        if self._outbox is not None:
+            unacknowledged = await self._outbox.settle(partitions, max(0.0, deadline - loop.time()))
+        return abandoned, unacknowledged
+
+    def _paused_changed(self, partitions: int, everything: bool) -> None:
+        self.metrics.paused_partitions.set(partitions)
+        self.metrics.paused.set(1 if everything else 0)
+
+    async def _wait_for_room(self, timeout: float) -> None:  # noqa: ASYNC109 -- a poll interval
+        """Until a moment is done (a slot frees up), the gate changes, or `timeout` passes."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                # During an outage nothing is fetched: sleep until the gate reopens (it sets `_room`).
-                while (
-                    self._tracker.in_flight() > threshold or not self._gate.available
-                ) and not self._stopping.is_set():
-                    self._room.clear()
-                    await self._room.wait()
+                self._room.clear()
+                await self._room.wait()
 
-    def _job_failed(self, job: Job, exc: BaseException) -> None:
+    def _job_failed(self, job: Job[Routed], exc: BaseException) -> None:
         if not isinstance(exc, HighlightError):
             log.error(
                 "moment_crashed",
@@ -427,9 +503,12 @@ class Service(RebalanceHandler):
             tasks = {job.task for job in self._runner.running(revoked) if job.task is not None}
             self._gate.release_waiting(tasks)
             self._admissions.release_waiting(tasks)
-            abandoned = await self._runner.drain(self.settings.recorder.drain_timeout_seconds, revoked)
+            abandoned, unacknowledged = await self._drain(revoked)
             await self._commit(force=True)
             self._tracker.forget(revoked)
+            if self._outbox is not None:
+                self._outbox.forget(revoked)
+            self._intake.revoked(revoked)
             for partition in revoked:
                 self._committed.pop(partition, None)
             self._room.set()
@@ -440,6 +519,7 @@ class Service(RebalanceHandler):
                 "partitions_revoked",
                 partitions=sorted(f"{p.topic}/{p.partition}" for p in revoked),
                 abandoned=[f"{j.partition.topic}/{j.partition.partition}@{j.offset}" for j in abandoned],
+                unacknowledged=unacknowledged,
             )
         except BaseException as exc:
             self._fail(exc)
@@ -448,8 +528,9 @@ class Service(RebalanceHandler):
     async def partitions_assigned(self, assigned: set[Partition]) -> None:
         """Restore the dedup state of these partitions before their first moment is processed; those taken over
         without a clean handover first wait out earlier owners' leases (`highlight.handover`)."""
-        # Before any await: nothing of these partitions may be fetched for processing until restored.
-        self._consumer.pause(assigned)
+        # Before any await: nothing of these partitions may be fetched for processing until restored. They stay
+        # paused until the loop's first pass over them as active partitions (the intake resumes them).
+        self._intake.assigned(assigned)
         membership = self._consumer.membership
         try:
             assert self._handovers is not None  # noqa: S101 -- the consumer is started only after it is made
@@ -479,9 +560,9 @@ class Service(RebalanceHandler):
         )
 
     def _activate(self, partitions: set[Partition]) -> None:
+        # The intake resumes them on its next pass over active partitions, as the window allows.
         self._active |= partitions
-        if not self._paused:
-            self._consumer.resume(partitions)
+        self._room.set()
 
     async def _hand_over(self, indexes: set[int]) -> None:
         if self._handovers is not None:

@@ -60,9 +60,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedBroker:
     """`with EmbeddedBroker() as broker: broker.bootstrap` — a tansu process on a free loopback port."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, *, advertised_port: int | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)
+        # Where clients are told to connect after bootstrapping: a proxy in front of the broker, in tests.
+        self.advertised_port = advertised_port or self.port
         self._process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 -- lives as long as the broker
 
@@ -78,7 +80,7 @@ class EmbeddedBroker:
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            f"tcp://{self.host}:{self.advertised_port}",
             "--storage-engine",
             "memory://tansu/",
         ]

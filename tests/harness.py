@@ -454,3 +454,93 @@ def tool(name: str, install: str) -> str:
     if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
         pytest.fail(f"{reason}, and CI must run this test", pytrace=False)
     pytest.skip(reason)
+
+
+# --- a proxy in front of a broker that can hold back acknowledgements ---------------------------------
+
+PRODUCE_API_KEY = 0
+
+
+class AckStall:
+    """A TCP proxy in front of a broker that, while stalled, holds back the brokers' answers to the produce
+    requests of clients with a given client id (the service's): their records are written, their
+    acknowledgements wait. Start the broker advertising the proxy's port, so every connection goes through it."""
+
+    def __init__(self, upstream_port: int, *, client_id: str = "highlight", host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.upstream_port = upstream_port
+        self.client_id = client_id.encode()
+        self.held = 0  # produce answers held back so far
+        self._released = asyncio.Event()
+        self._released.set()
+        self._server: asyncio.Server | None = None
+        self._pumps: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self, port: int) -> None:
+        self._server = await asyncio.start_server(self._connect, self.host, port)
+
+    def stall(self) -> None:
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def close(self) -> None:
+        self.release()
+        if self._server is not None:
+            self._server.close()
+        for pump in self._pumps:
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        for writer in self._writers:
+            writer.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _connect(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        broker_reader, broker_writer = await asyncio.open_connection(self.host, self.upstream_port)
+        self._writers += [client_writer, broker_writer]
+        produce_requests: set[int] = set()
+        for pump in (
+            self._requests(client_reader, broker_writer, produce_requests),
+            self._responses(broker_reader, client_writer, produce_requests),
+        ):
+            task = asyncio.create_task(pump)
+            self._pumps.add(task)
+            task.add_done_callback(self._pumps.discard)
+
+    async def _requests(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, produce_requests: set[int]
+    ) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                size = await reader.readexactly(4)
+                body = await reader.readexactly(int.from_bytes(size, "big", signed=True))
+                # Request header: api_key int16, api_version int16, correlation_id int32, client_id string.
+                api_key = int.from_bytes(body[0:2], "big", signed=True)
+                client_length = int.from_bytes(body[8:10], "big", signed=True)
+                client_id = body[10 : 10 + max(0, client_length)]
+                if api_key == PRODUCE_API_KEY and client_id == self.client_id:
+                    produce_requests.add(int.from_bytes(body[4:8], "big", signed=True))
+                writer.write(size + body)
+                await writer.drain()
+        writer.close()
+
+    async def _responses(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, produce_requests: set[int]
+    ) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                size = await reader.readexactly(4)
+                body = await reader.readexactly(int.from_bytes(size, "big", signed=True))
+                correlation_id = int.from_bytes(body[0:4], "big", signed=True)
+                if correlation_id in produce_requests:
+                    produce_requests.discard(correlation_id)
+                    if not self._released.is_set():
+                        self.held += 1
+                        # Later answers on this connection wait too: Kafka answers in order.
+                        await self._released.wait()
+                writer.write(size + body)
+                await writer.drain()
+        writer.close()

@@ -55,8 +55,10 @@ async def test_in_flight_never_exceeds_the_bound_and_the_consumer_pauses(
     async def watch(service: Service) -> None:
         nonlocal peak, paused_seen
         while True:
-            peak = max(peak, service._tracker.in_flight())
-            paused_seen |= service._paused
+            # Being decided: taken in and not answered (an answer awaiting its acknowledgement holds no slot).
+            assert service._outbox is not None
+            peak = max(peak, service._tracker.in_flight() - service._outbox.outstanding())
+            paused_seen |= service._intake.everything_paused
             await asyncio.sleep(0.002)
 
     async with running(settings) as service:

@@ -1,13 +1,14 @@
-"""Commit points and key-ordered concurrency (highlight.lanes): asyncio, no I/O."""
+"""Commit points and key-ordered concurrency with inline decisions (highlight.lanes): asyncio, no I/O."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from highlight.kafka import Partition
@@ -153,38 +154,77 @@ def test_commit_point_is_one_past_the_longest_done_prefix_for_any_completion_ord
 # --- KeyedRunner ----------------------------------------------------------------------------------
 
 
-class Recorder:
-    """A runner with on_done/on_error that record what happened."""
+@dataclass
+class Work:
+    """A test job: decided inline when `inline`, else by running `run` in a task."""
+
+    name: str
+    inline: bool = False
+    run: Callable[[], Coroutine[Any, Any, None]] | None = None
+    fail_inline: BaseException | None = None
+
+
+class Runner:
+    """A KeyedRunner whose callbacks record what was decided, how, and what failed."""
 
     def __init__(self) -> None:
-        self.done: list[tuple[Partition, int]] = []
-        self.errors: list[tuple[int, BaseException]] = []
-        self.runner = KeyedRunner(self._on_done, self._on_error)
+        self.decided: list[str] = []
+        self.inline: list[str] = []
+        self.errors: list[tuple[str, BaseException]] = []
+        self.runner: KeyedRunner[Work] = KeyedRunner(answer=self._answer, run=self._run, on_error=self._on_error)
 
-    def _on_done(self, job: Job) -> None:
-        self.done.append((job.partition, job.offset))
+    def _answer(self, job: Job[Work]) -> bool:
+        if job.work.fail_inline is not None:
+            raise job.work.fail_inline
+        if job.work.inline:
+            self.decided.append(job.work.name)
+            self.inline.append(job.work.name)
+        return job.work.inline
 
-    def _on_error(self, job: Job, exc: BaseException) -> None:
-        self.errors.append((job.offset, exc))
+    async def _run(self, job: Job[Work]) -> None:
+        assert job.work.run is not None
+        await job.work.run()
+        self.decided.append(job.work.name)
 
-    def submit(
-        self, key: str, offset: int, run: Callable[[], Coroutine[Any, Any, None]], partition: Partition = P0
-    ) -> None:
-        self.runner.submit(key, Job(partition, offset, run))
+    def _on_error(self, job: Job[Work], exc: BaseException) -> None:
+        self.errors.append((job.work.name, exc))
+
+    def submit(self, key: str, work: Work, partition: Partition = P0, offset: int = 0) -> None:
+        self.runner.submit(key, Job(partition, offset, work))
 
 
 @pytest.fixture
 async def rec() -> Any:
-    recorder = Recorder()
-    yield recorder
-    await recorder.runner.close()
+    runner = Runner()
+    yield runner
+    await runner.runner.close()
 
 
-async def test_jobs_of_one_key_run_in_order_and_never_overlap(rec: Recorder) -> None:
+def waiting(name: str, delay: float = 0.0, log: list[str] | None = None) -> Work:
+    async def run() -> None:
+        if log is not None:
+            log.append(f"start {name}")
+        await asyncio.sleep(delay)
+        if log is not None:
+            log.append(f"end {name}")
+
+    return Work(name, run=run)
+
+
+async def test_a_job_of_an_idle_key_that_the_state_answers_is_decided_inline_without_a_task(rec: Runner) -> None:
+    tasks_before = len(asyncio.all_tasks())
+    rec.submit("a", Work("a0", inline=True))
+    # Decided during submit: no lane, no task, nothing to wait for.
+    assert rec.decided == ["a0"]
+    assert rec.runner.active_keys == 0
+    assert len(asyncio.all_tasks()) == tasks_before
+
+
+async def test_jobs_of_one_key_run_in_order_and_never_overlap(rec: Runner) -> None:
     log: list[str] = []
     running = 0
 
-    def job(i: int, delay: float) -> Callable[[], Coroutine[Any, Any, None]]:
+    def job(i: int, delay: float) -> Work:
         async def run() -> None:
             nonlocal running
             running += 1
@@ -196,48 +236,65 @@ async def test_jobs_of_one_key_run_in_order_and_never_overlap(rec: Recorder) -> 
             log.append(f"end {i}")
             running -= 1
 
-        return run
+        return Work(str(i), run=run)
 
     # Earlier jobs take longer: overlapping lanes would finish them out of order.
     for i, delay in enumerate([0.03, 0.02, 0.01, 0, 0]):
-        rec.submit("channel-a", i, job(i, delay))
+        rec.submit("channel-a", job(i, delay))
     await asyncio.wait_for(rec.runner.wait_idle(), 2)
     assert log == [f"{what} {i}" for i in range(5) for what in ("start", "end")]
-    assert rec.done == [(P0, i) for i in range(5)]
+    assert rec.decided == [str(i) for i in range(5)]
     assert rec.errors == []
     assert rec.runner.active_keys == 0
 
 
-async def test_jobs_submitted_while_the_lane_runs_join_its_queue_in_order(rec: Recorder) -> None:
-    log: list[int] = []
+async def test_answerable_jobs_queued_behind_a_waiting_one_are_decided_after_it_in_order_without_tasks(
+    rec: Runner,
+) -> None:
+    gate = asyncio.Event()
+
+    async def call() -> None:
+        await gate.wait()
+
+    rec.submit("hot", Work("call", run=call))
+    for i in range(600):  # more than one synchronous pass: the worker yields between passes
+        rec.submit("hot", Work(f"dup-{i}", inline=True))
+    rec.submit("other", Work("other", inline=True))
+    await asyncio.sleep(0.01)
+    # The state would answer every duplicate, but none may be decided before the call that precedes it.
+    assert rec.decided == ["other"]
+    tasks = len(asyncio.all_tasks())
+    gate.set()
+    await asyncio.wait_for(rec.runner.wait_idle(), 2)
+    assert rec.decided == ["other", "call", *(f"dup-{i}" for i in range(600))]
+    assert rec.inline == ["other", *(f"dup-{i}" for i in range(600))]
+    assert len(asyncio.all_tasks()) <= tasks, "no task per duplicate"
+
+
+async def test_jobs_submitted_while_the_lane_runs_join_its_queue_in_order(rec: Runner) -> None:
     gate = asyncio.Event()
 
     async def first() -> None:
         await gate.wait()
-        log.append(0)
 
-    def later(i: int) -> Callable[[], Coroutine[Any, Any, None]]:
-        async def run() -> None:
-            log.append(i)
-
-        return run
-
-    rec.submit("k", 0, first)
+    rec.submit("k", Work("0", run=first))
     await asyncio.sleep(0.01)
-    for i in range(1, 4):
-        rec.submit("k", i, later(i))
+    rec.submit("k", Work("1", inline=True))
+    rec.submit("k", waiting("2"))
+    rec.submit("k", Work("3", inline=True))
     assert rec.runner.active_keys == 1
+    assert rec.decided == []
     gate.set()
     await asyncio.wait_for(rec.runner.wait_idle(), 2)
-    assert log == [0, 1, 2, 3]
+    assert rec.decided == ["0", "1", "2", "3"]
 
 
-async def test_jobs_of_different_keys_overlap_in_time(rec: Recorder) -> None:
+async def test_jobs_of_different_keys_overlap_in_time(rec: Runner) -> None:
     started: set[str] = set()
     both = asyncio.Event()
     overlapped: list[str] = []
 
-    def job(key: str) -> Callable[[], Coroutine[Any, Any, None]]:
+    def job(key: str) -> Work:
         async def run() -> None:
             started.add(key)
             if len(started) == 3:
@@ -245,105 +302,147 @@ async def test_jobs_of_different_keys_overlap_in_time(rec: Recorder) -> None:
             await asyncio.wait_for(both.wait(), 1)  # only returns if all three run at once
             overlapped.append(key)
 
-        return run
+        return Work(key, run=run)
 
     for key in ("a", "b", "c"):
-        rec.submit(key, 0, job(key))
+        rec.submit(key, job(key))
     assert rec.runner.active_keys == 3
     await asyncio.wait_for(rec.runner.wait_idle(), 2)
     assert sorted(overlapped) == ["a", "b", "c"]
     assert rec.errors == []
 
 
-async def test_a_failing_job_stops_its_lane_and_calls_on_error(rec: Recorder) -> None:
-    ran: list[tuple[str, int]] = []
+async def test_a_failing_job_stops_its_lane_and_calls_on_error(rec: Runner) -> None:
+    ran: list[str] = []
     boom = RuntimeError("boom")
 
-    def job(key: str, i: int, fail: bool = False) -> Callable[[], Coroutine[Any, Any, None]]:
+    def job(name: str, fail: bool = False) -> Work:
         async def run() -> None:
             await asyncio.sleep(0.005)
-            ran.append((key, i))
+            ran.append(name)
             if fail:
                 raise boom
 
-        return run
+        return Work(name, run=run)
 
-    rec.submit("a", 0, job("a", 0))
-    rec.submit("a", 1, job("a", 1, fail=True))
-    rec.submit("a", 2, job("a", 2))
-    rec.submit("a", 3, job("a", 3))
+    rec.submit("a", job("a0"))
+    rec.submit("a", job("a1", fail=True))
+    rec.submit("a", job("a2"))
+    rec.submit("a", Work("a3", inline=True))
     for i in range(3):
-        rec.submit("b", 10 + i, job("b", i))
+        rec.submit("b", job(f"b{i}"))
     await asyncio.wait_for(rec.runner.wait_idle(), 2)
-    assert [i for key, i in ran if key == "a"] == [0, 1]  # 2 and 3 never ran
-    assert [i for key, i in ran if key == "b"] == [0, 1, 2]  # another key is unaffected
-    assert rec.errors == [(1, boom)]
-    assert (P0, 1) not in rec.done
-    assert (P0, 2) not in rec.done
-    assert sorted(rec.done) == [(P0, 0), (P0, 10), (P0, 11), (P0, 12)]
+    assert [name for name in ran if name.startswith("a")] == ["a0", "a1"]  # a2 and a3 never ran
+    assert [name for name in ran if name.startswith("b")] == ["b0", "b1", "b2"]  # another key is unaffected
+    assert rec.errors == [("a1", boom)]
+    assert "a3" not in rec.decided
     assert rec.runner.active_keys == 0
 
 
-async def test_drain_lets_running_jobs_finish_within_the_timeout(rec: Recorder) -> None:
-    async def short() -> None:
-        await asyncio.sleep(0.03)
+async def test_an_answer_that_raises_reports_on_error_and_leaves_the_key_usable(rec: Runner) -> None:
+    boom = ValueError("unreadable")
+    rec.submit("a", Work("a0", fail_inline=boom))
+    assert rec.errors == [("a0", boom)]
+    assert rec.runner.active_keys == 0
+    rec.submit("a", Work("a1", inline=True))
+    assert rec.decided == ["a1"]
 
-    rec.submit("a", 0, short)
+
+async def test_an_answer_that_raises_in_a_lane_stops_the_lane(rec: Runner) -> None:
+    gate = asyncio.Event()
+
+    async def call() -> None:
+        await gate.wait()
+
+    boom = ValueError("unreadable")
+    rec.submit("a", Work("a0", run=call))
+    rec.submit("a", Work("a1", fail_inline=boom))
+    rec.submit("a", Work("a2", inline=True))
+    gate.set()
+    await asyncio.wait_for(rec.runner.wait_idle(), 2)
+    assert rec.decided == ["a0"]
+    assert rec.errors == [("a1", boom)]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.booleans(), st.integers(0, 2)), max_size=40))
+async def test_each_key_decides_its_jobs_once_in_submission_order_however_inline_and_waiting_jobs_mix(
+    jobs: list[tuple[str, bool, int]],
+) -> None:
+    runner = Runner()
+    try:
+        for i, (key, inline, sleeps) in enumerate(jobs):
+
+            async def run(sleeps: int = sleeps) -> None:
+                for _ in range(sleeps):
+                    await asyncio.sleep(0)
+
+            runner.submit(key, Work(f"{key}{i}", inline=inline, run=run))
+            if i % 7 == 0:
+                await asyncio.sleep(0)
+        await asyncio.wait_for(runner.runner.wait_idle(), 2)
+    finally:
+        await runner.runner.close()
+    assert sorted(runner.decided) == sorted(f"{key}{i}" for i, (key, _, _) in enumerate(jobs))
+    for key in "abc":
+        mine = [name for name in runner.decided if name.startswith(key)]
+        assert mine == [f"{key}{i}" for i, (k, _, _) in enumerate(jobs) if k == key]
+
+
+async def test_drain_lets_running_jobs_finish_within_the_timeout(rec: Runner) -> None:
+    rec.submit("a", waiting("a0", 0.03))
     await asyncio.sleep(0.005)
     abandoned = await rec.runner.drain(1.0)
     assert abandoned == []
-    assert rec.done == [(P0, 0)]
+    assert rec.decided == ["a0"]
 
 
-async def test_drain_discards_queued_jobs_of_the_given_partitions(rec: Recorder) -> None:
-    ran: list[tuple[Partition, int]] = []
+async def test_drain_discards_queued_jobs_of_the_given_partitions(rec: Runner) -> None:
+    ran: list[str] = []
     gate = asyncio.Event()
 
-    def job(partition: Partition, offset: int, wait: bool = False) -> Callable[[], Coroutine[Any, Any, None]]:
+    def job(name: str, wait: bool = False) -> Work:
         async def run() -> None:
             if wait:
                 await gate.wait()
-            ran.append((partition, offset))
+            ran.append(name)
 
-        return run
+        return Work(name, run=run)
 
-    rec.submit("a", 0, job(P0, 0, wait=True), P0)
-    rec.submit("a", 1, job(P0, 1), P0)
-    rec.submit("a", 2, job(P0, 2), P0)
-    rec.submit("b", 0, job(P1, 0, wait=True), P1)
-    rec.submit("b", 1, job(P1, 1), P1)
+    rec.submit("a", job("p0-0", wait=True), P0, 0)
+    rec.submit("a", job("p0-1"), P0, 1)
+    rec.submit("a", Work("p0-2", inline=True), P0, 2)
+    rec.submit("b", job("p1-0", wait=True), P1, 0)
+    rec.submit("b", job("p1-1"), P1, 1)
     await asyncio.sleep(0.005)
     loop = asyncio.get_running_loop()
     loop.call_later(0.02, gate.set)
     abandoned = await rec.runner.drain(1.0, {P0})
     assert abandoned == []
     await asyncio.wait_for(rec.runner.wait_idle(), 2)
-    assert (P0, 0) in ran  # the running job finished
-    assert (P0, 1) not in ran
-    assert (P0, 2) not in ran
-    assert [offset for partition, offset in ran if partition == P1] == [0, 1]  # other partitions untouched
+    assert "p0-0" in ran  # the running job finished
+    assert "p0-1" not in ran
+    assert "p0-2" not in rec.decided
+    assert [name for name in ran if name.startswith("p1")] == ["p1-0", "p1-1"]  # other partitions untouched
 
 
-async def test_drain_cancels_jobs_that_overrun_and_returns_them(rec: Recorder) -> None:
-    cancelled: list[int] = []
+async def test_drain_cancels_jobs_that_overrun_and_returns_them(rec: Runner) -> None:
+    cancelled: list[str] = []
 
-    def slow(offset: int) -> Callable[[], Coroutine[Any, Any, None]]:
+    def slow(name: str) -> Work:
         async def run() -> None:
             try:
                 await asyncio.sleep(10)
             except asyncio.CancelledError:
-                cancelled.append(offset)
+                cancelled.append(name)
                 raise
 
-        return run
+        return Work(name, run=run)
 
-    async def quick() -> None:
-        await asyncio.sleep(0.01)
-
-    rec.submit("a", 0, slow(0))
-    rec.submit("b", 1, slow(1))
-    rec.submit("c", 2, quick)
-    rec.submit("a", 3, quick)  # queued behind the slow one: discarded, never run
+    rec.submit("a", slow("a0"), offset=0)
+    rec.submit("b", slow("b1"), offset=1)
+    rec.submit("c", waiting("c2", 0.01), offset=2)
+    rec.submit("a", waiting("a3"), offset=3)  # queued behind the slow one: discarded, never run
     await asyncio.sleep(0.005)
     loop = asyncio.get_running_loop()
     began = loop.time()
@@ -351,88 +450,70 @@ async def test_drain_cancels_jobs_that_overrun_and_returns_them(rec: Recorder) -
     elapsed = loop.time() - began
     assert sorted(job.offset for job in abandoned) == [0, 1]
     assert all(job.task is not None and job.task.cancelled() for job in abandoned)
-    assert sorted(cancelled) == [0, 1]
+    assert sorted(cancelled) == ["a0", "b1"]
     assert 0.09 <= elapsed < 1.0
-    assert rec.done == [(P0, 2)]  # abandoned jobs are neither done nor errors: they stay uncommitted
+    assert rec.decided == ["c2"]  # abandoned jobs are neither decided nor errors: they stay uncommitted
     assert rec.errors == []
     await asyncio.wait_for(rec.runner.wait_idle(), 1)
     assert rec.runner.active_keys == 0
 
 
-async def test_drain_only_cancels_overrunning_jobs_of_the_given_partitions(rec: Recorder) -> None:
-    finished: list[Partition] = []
-
-    def slow(partition: Partition, seconds: float) -> Callable[[], Coroutine[Any, Any, None]]:
-        async def run() -> None:
-            await asyncio.sleep(seconds)
-            finished.append(partition)
-
-        return run
-
-    rec.submit("a", 0, slow(P0, 10), P0)
-    rec.submit("b", 0, slow(P1, 0.15), P1)
+async def test_drain_only_cancels_overrunning_jobs_of_the_given_partitions(rec: Runner) -> None:
+    rec.submit("a", waiting("p0", 10), P0)
+    rec.submit("b", waiting("p1", 0.15), P1)
     await asyncio.sleep(0.005)
     abandoned = await rec.runner.drain(0.05, {P0})
     assert [(job.partition, job.offset) for job in abandoned] == [(P0, 0)]
     await asyncio.wait_for(rec.runner.wait_idle(), 1)
-    assert finished == [P1]
-    assert rec.done == [(P1, 0)]
+    assert rec.decided == ["p1"]
 
 
-async def test_drain_with_nothing_running_returns_zero_at_once(rec: Recorder) -> None:
+async def test_drain_with_nothing_running_returns_at_once(rec: Runner) -> None:
     assert await asyncio.wait_for(rec.runner.drain(5.0), 0.5) == []
 
 
 async def test_close_cancels_everything() -> None:
-    recorder = Recorder()
-    cancelled: list[int] = []
-    ran: list[int] = []
+    runner = Runner()
+    cancelled: list[str] = []
+    ran: list[str] = []
 
-    def slow(offset: int) -> Callable[[], Coroutine[Any, Any, None]]:
+    def slow(name: str) -> Work:
         async def run() -> None:
-            ran.append(offset)
+            ran.append(name)
             try:
                 await asyncio.sleep(10)
             except asyncio.CancelledError:
-                cancelled.append(offset)
+                cancelled.append(name)
                 raise
 
-        return run
+        return Work(name, run=run)
 
-    recorder.submit("a", 0, slow(0))
-    recorder.submit("a", 1, slow(1))
-    recorder.submit("b", 2, slow(2))
+    runner.submit("a", slow("a0"))
+    runner.submit("a", slow("a1"))
+    runner.submit("b", slow("b2"))
     await asyncio.sleep(0.01)
-    await asyncio.wait_for(recorder.runner.close(), 1)
-    assert sorted(cancelled) == [0, 2]
-    assert sorted(ran) == [0, 2]  # the queued job never started
-    assert recorder.done == []
-    assert recorder.errors == []
-    assert recorder.runner.active_keys == 0
-    await asyncio.wait_for(recorder.runner.wait_idle(), 0.5)
+    await asyncio.wait_for(runner.runner.close(), 1)
+    assert sorted(cancelled) == ["a0", "b2"]
+    assert sorted(ran) == ["a0", "b2"]  # the queued job never started
+    assert runner.decided == []
+    assert runner.errors == []
+    assert runner.runner.active_keys == 0
+    await asyncio.wait_for(runner.runner.wait_idle(), 0.5)
 
 
 async def test_close_right_after_submit_leaves_the_runner_idle() -> None:
-    recorder = Recorder()
-
-    async def run() -> None:
-        await asyncio.sleep(0)
-
-    recorder.submit("a", 0, run)
-    await recorder.runner.close()
-    assert recorder.runner.active_keys == 0
-    await asyncio.wait_for(recorder.runner.wait_idle(), 0.2)
+    runner = Runner()
+    runner.submit("a", waiting("a0"))
+    await runner.runner.close()
+    assert runner.runner.active_keys == 0
+    await asyncio.wait_for(runner.runner.wait_idle(), 0.2)
 
 
-async def test_wait_idle_returns_once_every_lane_is_empty(rec: Recorder) -> None:
+async def test_wait_idle_returns_once_every_lane_is_empty(rec: Runner) -> None:
     await asyncio.wait_for(rec.runner.wait_idle(), 0.1)  # idle from the start
-
-    async def short() -> None:
-        await asyncio.sleep(0.02)
-
-    rec.submit("a", 0, short)
+    rec.submit("a", waiting("a0", 0.02))
     waiter = asyncio.create_task(rec.runner.wait_idle())
     await asyncio.sleep(0.005)
     assert not waiter.done()
     await asyncio.wait_for(waiter, 1)
-    assert rec.done == [(P0, 0)]
+    assert rec.decided == ["a0"]

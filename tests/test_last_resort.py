@@ -58,6 +58,7 @@ def _recorder(producer: StandInProducer, *, in_a_row: int = 3, dead_letter_bytes
         settings,
         partitions=1,
         producer=producer,  # type: ignore[arg-type]  # a stand-in with the same send()
+        outbox=None,  # type: ignore[arg-type]  # the waiting path (`run`) is under test: it sends and awaits
         live=SimpleNamespace(backend=SimpleNamespace(name="live_tape_start")),  # type: ignore[arg-type]  # unused here
         state=None,  # type: ignore[arg-type]  # no moment here reaches the state
         limiter=None,  # type: ignore[arg-type]

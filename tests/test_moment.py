@@ -22,7 +22,9 @@ from highlight.moment import (
     bucket_of,
     nesting_exceeds,
     parse_moment,
+    parse_occurred_at,
     parse_rfc3339,
+    validate_moment,
 )
 from highlight.results import STATUSES, result_document
 
@@ -637,3 +639,60 @@ def test_whatever_attributes_parse_reach_the_result_unchanged(text: str) -> None
         return
     document = result_document(moment, 1, 300, "started", None, datetime.now(UTC))
     assert orjson.loads(orjson.dumps(document))["attributes"] == moment.attributes
+
+
+# --- the fast paths agree with the strict ones -------------------------------------------------------
+
+RFC3339_SHAPED = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+
+
+def _outcome(parse: Any, text: str) -> object:
+    try:
+        parsed = parse(text)
+    except (ValueError, OverflowError):
+        return "refused"
+    return parsed, parsed.utcoffset()
+
+
+@settings(max_examples=500)
+@given(st.from_regex(RFC3339_SHAPED, fullmatch=True) | st.text(max_size=40))
+def test_parse_occurred_at_agrees_with_parse_rfc3339_on_any_text(text: str) -> None:
+    assert _outcome(parse_occurred_at, text) == _outcome(parse_rfc3339, text)
+
+
+_field_text = (
+    st.text(max_size=6)
+    | st.sampled_from(["", " ", "\t", "a\u0000b", "x\n", "\u3000", "chan-1", "频道", "a" * 1025, "b" * 257])
+    | st.from_regex(RFC3339_SHAPED, fullmatch=True)
+)
+_moment_shaped = st.fixed_dictionaries(
+    {},
+    optional={
+        "event_id": _field_text | st.integers(),
+        "channel_id": _field_text | st.none(),
+        "occurred_at": _field_text | st.sampled_from(["2024-02-30T10:00:00Z", "2024-05-01T24:00:00Z"]),
+        "attributes": st.none() | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2) | st.lists(st.none()),
+        "duration_seconds": st.integers(-1, 2) | st.floats(allow_nan=False, allow_infinity=False) | st.booleans(),
+        "file_format": st.sampled_from(["aac", "mp4", "wav"]),
+        "record_type": st.sampled_from(["audio", "video", 1]),
+        "domain": _field_text,
+        "path": _field_text,
+        "mix_stream": st.integers(-1, 2) | st.booleans(),
+        "extra": st.integers(),
+    },
+)
+
+
+def _verdict(validate: Any, document: dict[str, Any]) -> object:
+    try:
+        validate(document)
+    except schemas.ValidationError as exc:
+        return exc.name, exc.rule
+    return "valid"
+
+
+@settings(max_examples=800)
+@given(_moment_shaped)
+def test_validate_moment_gives_the_published_schemas_verdict(document: dict[str, Any]) -> None:
+    full = schemas.validator(schemas.MOMENT_SCHEMA)
+    assert _verdict(validate_moment, document) == _verdict(full, document)

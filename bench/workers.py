@@ -209,7 +209,10 @@ def sim(args: argparse.Namespace) -> None:
 async def restore(args: argparse.Namespace) -> None:
     from highlight import config
     from highlight.kafka import ChangelogReader, Producer
+    from highlight.service import tune_garbage_collector
     from highlight.state import StateStore
+
+    tune_garbage_collector()  # as `highlight run` does
 
     settings = config.load(
         {

@@ -128,7 +128,9 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(str(exc), EXIT_USAGE)
     logs.configure(settings.log_format, settings.log_level, secrets=logs.secrets_of(settings))
 
-    from highlight.service import Service
+    from highlight.service import Service, tune_garbage_collector
+
+    tune_garbage_collector()
 
     async def serve(stop: asyncio.Event) -> None:
         service = Service(settings)

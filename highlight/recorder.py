@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import structlog
@@ -74,7 +75,25 @@ class Routed:
     run: Callable[[], Coroutine[Any, Any, None]]
     answer: Callable[[], bool] | None = None
     retry: Callable[[], Coroutine[Any, Any, None]] | None = None
-    queued: bool = False
+    work: Work | None = None
+
+    @property
+    def queued(self) -> bool:
+        return self.work is not None and self.work.queued
+
+
+class Work:
+    """What deciding a moment (or forwarding it) needs, and whether its answer was queued in the outbox. The
+    callables of its `Routed` refer to it, never to the `Routed`: no reference cycle, so both go as soon as the
+    record is done, without the cyclic garbage collector (which cost a third of a flood's time)."""
+
+    __slots__ = ("home", "moment", "queued", "record")
+
+    def __init__(self, record: Record, moment: Moment, home: int) -> None:
+        self.record = record
+        self.moment = moment
+        self.home = home
+        self.queued = False
 
 
 class Recorder:
@@ -139,21 +158,28 @@ class Recorder:
         except Exception as exc:
             crash = exc  # a bug in parsing this record: the lane's last resort deals with it as with any other
             return Routed(unordered, lambda: guarded(record, lambda: _raise(crash)))
+        work = Work(record, moment, home)
         keyed_by_channel = record.key == moment.channel_id.encode()
         if record.partition != home or (record.topic == self._kafka.moments_topic and not keyed_by_channel):
-            forwarding = Routed(unordered, lambda: guarded(record, lambda: self._forward(record, moment, home)))
-            forwarding.answer = lambda: self._forward_now(forwarding, record, moment, home)
-            forwarding.retry = forwarding.run
-            return forwarding
-        routed = Routed(
-            f"ch:{moment.channel_id}", lambda: guarded(record, lambda: self._process(routed, record, moment, home))
+            forward = partial(self._forward_guarded, work)
+            return Routed(unordered, forward, partial(self._forward_now, work), forward, work)
+        return Routed(
+            f"ch:{moment.channel_id}",
+            partial(self._decide_guarded, work, True),
+            partial(self._answer_now, work),
+            partial(self._decide_guarded, work, False),
+            work,
         )
-        routed.answer = lambda: self._answer_now(routed, record, moment, home)
-        routed.retry = lambda: guarded(record, lambda: self._process(routed, record, moment, home, queue=False))
-        return routed
 
-    def _forward_now(self, routed: Routed, record: Record, moment: Moment, home: int) -> bool:
+    async def _decide_guarded(self, work: Work, queue: bool) -> None:
+        await self._last_resort.guarded(work.record, partial(self._process, work, queue=queue))
+
+    async def _forward_guarded(self, work: Work) -> None:
+        await self._last_resort.guarded(work.record, partial(self._forward, work.record, work.moment, work.home))
+
+    def _forward_now(self, work: Work) -> bool:
         """Queue the forward in the outbox; False (nothing done) if it is too large for one request."""
+        record, moment, home = work.record, work.moment, work.home
         headers = _forward_headers(record)
         key = moment.channel_id.encode()
         if record_size(key, record.value, headers) > self._request_bytes:
@@ -165,37 +191,30 @@ class Recorder:
             partition=home,
             headers=headers,
             answers=(record.source, record.offset),
-            retry=routed.retry,
+            retry=partial(self._forward_guarded, work),
         )
-        routed.queued = True
+        work.queued = True
         self._repartitioned(record, moment, home)
         return True
 
-    def _answer_now(self, routed: Routed, record: Record, moment: Moment, home: int) -> bool:
+    def _answer_now(self, work: Work) -> bool:
         """Answer a moment the dedup state (or its age) answers, at once; False, and nothing done, if it needs a
         call or its result does not fit one request."""
         started = time.perf_counter()
+        moment = work.moment
         now = self._clock()
-        decision = decide_among(moment, self._state.candidates(home, moment), now, self._rules)
+        decision = decide_among(moment, self._state.candidates(work.home, moment), now, self._rules)
         if decision.verdict is Verdict.CALL:
             return False
         bucket = moment.bucket(self._rec.bucket_seconds)
         status = decision.status or "expired"
         document = result_document(moment, bucket, self._rec.bucket_seconds, status, decision.entry, now)
-        return self._queue(routed, record, moment, bucket, status, document, started)
+        return self._queue(work, bucket, status, document, started)
 
-    def _queue(
-        self,
-        routed: Routed,
-        record: Record,
-        moment: Moment,
-        bucket: int,
-        status: str,
-        document: dict[str, Any],
-        started: float,
-    ) -> bool:
+    def _queue(self, work: Work, bucket: int, status: str, document: dict[str, Any], started: float) -> bool:
         """Queue a result in the outbox: pipelined, the channel's next moment is decided at once, and the moment is
         done when the brokers acknowledge it. False (nothing done) if it does not fit one request."""
+        record, moment = work.record, work.moment
         value = encode_result(document)
         key = moment.channel_id.encode()
         if record_size(key, value, ()) > self._request_bytes:
@@ -206,9 +225,13 @@ class Recorder:
         if self._log_answers:
             self._log_answer(record, moment, bucket, status, document, started)
         self._outbox.put(
-            self._kafka.results_topic, value, key=key, answers=(record.source, record.offset), retry=routed.retry
+            self._kafka.results_topic,
+            value,
+            key=key,
+            answers=(record.source, record.offset),
+            retry=partial(self._decide_guarded, work, False),
         )
-        routed.queued = True
+        work.queued = True
         return True
 
     def _log_answer(
@@ -258,10 +281,11 @@ class Recorder:
             home=home,
         )
 
-    async def _process(self, routed: Routed, record: Record, moment: Moment, index: int, *, queue: bool = True) -> None:
+    async def _process(self, work: Work, *, queue: bool = True) -> None:
         """The waiting path: decide (a call if the state does not answer), then publish the result, queued when it
         fits one request (`queue`), else sent and acknowledged here, without the attributes if it must."""
         started = time.perf_counter()
+        record, moment, index = work.record, work.moment, work.home
         bucket = moment.bucket(self._rec.bucket_seconds)
         mlog = log.bind(
             topic=record.topic,
@@ -293,7 +317,7 @@ class Recorder:
             )
             raise
         document = result_document(moment, bucket, self._rec.bucket_seconds, status, entry, self._clock())
-        if queue and self._queue(routed, record, moment, bucket, status, document, started):
+        if queue and self._queue(work, bucket, status, document, started):
             return
         try:
             await self._producer.send(

@@ -7,6 +7,16 @@ by partition, in the order they were queued, and aiokafka sends a partition's ba
 channel keep their order. The dedup state's writes do not come through here; they are acknowledged before the
 lane moves on (the intent before a call, the outcome after it), because they are what makes a call happen at most
 once.
+
+Nothing is published without the lease (`highlight.lease`). The recorder queues an answer only while the lease
+covers writes, but that is not enough: an answer may wait here (behind a slow batch, or in a loop that stalls,
+which is exactly how a member becomes a zombie) until after the lease has run out and a new owner has taken the
+partition over and answered the same moment itself. So the flusher checks the lease again right before it hands
+each batch to the producer: a lapsed lease holds publishing until a heartbeat renews it, and a fenced member
+drops what is queued, whose records stay uncommitted for the partition's owner to answer. The check at queue
+time keeps a fenced member from deciding anything at once (its moments go the waiting path, which gives them up
+as `Fenced`); the check at send time is the one that keeps a zombie silent. What is left between that check and
+the broker (the producer's own linger and retries) is the same as for every other write under the lease.
 """
 
 from __future__ import annotations
@@ -20,8 +30,9 @@ from typing import Any
 
 import structlog
 
-from highlight.errors import RecordRejected
+from highlight.errors import Abandoned, Fenced, RecordRejected
 from highlight.kafka import Partition, Producer, RecordBatch, partition_for
+from highlight.lease import Lease
 
 log = structlog.get_logger("highlight.outbox")
 
@@ -39,11 +50,13 @@ class Outbox:
         self,
         producer: Producer,
         *,
+        lease: Lease,
         on_acked: Callable[[list[Token]], None],
         on_failed: Callable[[list[Token], BaseException], None],
         on_queued: Callable[[], None] = lambda: None,
     ) -> None:
         self._producer = producer
+        self._lease = lease
         self._on_acked = on_acked
         self._on_failed = on_failed
         self._on_queued = on_queued
@@ -112,9 +125,14 @@ class Outbox:
         return self.outstanding(partitions)
 
     def forget(self, partitions: Iterable[Partition]) -> None:
-        """Stop counting answers to records of `partitions` (revoked): their late acknowledgements change nothing."""
-        for partition in partitions:
+        """Stop counting answers to records of `partitions` (revoked), and drop those not yet handed to the
+        producer: their records were not committed, and the partition's next owner answers them. Late
+        acknowledgements of those already handed over change nothing."""
+        gone = set(partitions)
+        for partition in gone:
             self._outstanding.pop(partition, None)
+        for entries in self._queued.values():
+            entries[:] = [entry for entry in entries if entry[4][0] not in gone]
 
     async def _flush_forever(self) -> None:
         while True:
@@ -126,6 +144,10 @@ class Outbox:
                     await self._flush(topic, entries)
 
     async def _flush(self, topic: str, entries: list[_Entry]) -> None:
+        outstanding = self._outstanding
+        entries = [entry for entry in entries if entry[4][0] in outstanding]  # none of a partition forgotten since
+        if not entries:
+            return
         try:
             batches = self._batches(entries, await self._producer.partitions(topic))
         except Exception as exc:
@@ -133,6 +155,9 @@ class Outbox:
             self._failed([entry[4] for entry in entries], exc)
             return
         for index, (partition, batch, carried) in enumerate(batches):
+            if not await self._leased():
+                self._fenced([entry for _, _, later in batches[index:] for entry in later])
+                return
             try:
                 acked = await self._producer.publish(batch, topic, partition)
             except RecordRejected as exc:
@@ -167,6 +192,31 @@ class Outbox:
             batches.append((partition, batch, carried))
         return batches
 
+    async def _leased(self) -> bool:
+        """Whether the lease covers publishing now: a lapsed one is waited for (the next heartbeat renews it);
+        False once this member is fenced."""
+        if self._lease.may_write():
+            return True
+        try:
+            await self._lease.writable()
+        except Fenced:
+            return False
+        return True
+
+    def _fenced(self, entries: list[_Entry]) -> None:
+        """Drop answers this member may no longer publish, and everything queued after them: their records stay
+        uncommitted (not done, not failed), and whoever owns the partitions now answers them."""
+        dropped = [entry[4] for entry in entries]
+        for queued in self._queued.values():
+            dropped += [entry[4] for entry in queued]
+        self._queued.clear()
+        self._release(dropped)
+        log.warning(
+            "answers_fenced",
+            answers=len(dropped),
+            note="not published: this member cannot prove it still owns their partitions; left uncommitted",
+        )
+
     def _acked(self, done: asyncio.Future[None], *, entries: list[_Entry]) -> None:
         tokens = [entry[4] for entry in entries]
         if done.cancelled():
@@ -195,6 +245,8 @@ class Outbox:
                 continue
             try:
                 await retry()
+            except Abandoned:
+                self._release([token])  # given up (fenced): uncommitted, for the partition's owner
             except Exception as exc:
                 self._failed([token], exc)
             else:

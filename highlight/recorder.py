@@ -178,7 +178,10 @@ class Recorder:
         await self._last_resort.guarded(work.record, partial(self._forward, work.record, work.moment, work.home))
 
     def _forward_now(self, work: Work) -> bool:
-        """Queue the forward in the outbox; False (nothing done) if it is too large for one request."""
+        """Queue the forward in the outbox; False (nothing done) if it is too large for one request, or if the lease
+        does not cover publishing now (the waiting path waits for it, or gives the record up)."""
+        if not self._lease.may_write():
+            return False
         record, moment, home = work.record, work.moment, work.home
         headers = _forward_headers(record)
         key = moment.channel_id.encode()
@@ -199,7 +202,15 @@ class Recorder:
 
     def _answer_now(self, work: Work) -> bool:
         """Answer a moment the dedup state (or its age) answers, at once; False, and nothing done, if it needs a
-        call or its result does not fit one request."""
+        call or its result does not fit one request, or if the lease does not cover a result now.
+
+        The lease is checked here, when the answer is queued, and again when the outbox sends it
+        (`highlight.outbox`): here so that a member that cannot prove it owns the partition decides nothing at
+        once (the waiting path waits for the lease or gives the moment up as `Fenced`, uncommitted), there so
+        that an answer that waited in the outbox past the lease is never published by a zombie.
+        """
+        if not self._lease.may_write():
+            return False
         started = time.perf_counter()
         moment = work.moment
         now = self._clock()
@@ -260,6 +271,8 @@ class Recorder:
 
     async def _forward(self, record: Record, moment: Moment, home: int) -> None:
         """Re-key through the repartition topic, as Kafka Streams does, so one member owns the channel."""
+        # Published only under the lease, as a queued forward is: fenced, the record stays for the owner.
+        await self._lease.writable()
         await self._producer.send(
             self._kafka.repartition_topic,
             record.value,

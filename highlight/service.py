@@ -116,6 +116,7 @@ class Service(RebalanceHandler):
             state_producer = await stack.enter_async_context(Producer(kafka))
             self._outbox = Outbox(
                 self._producer,
+                lease=self._lease,
                 on_acked=self._answers_acked,
                 on_failed=self._answers_failed,
                 # An answered moment frees its slot in the window: the loop may take the next one in.

@@ -26,6 +26,7 @@ from highlight import config, schemas
 from highlight.callbacks.receiver import Receiver
 from highlight.config import ReceiverSettings, Settings
 from highlight.kafka import ChangelogReader, Producer
+from highlight.lease import Lease, Membership
 from highlight.service import Service
 from highlight.state import StateStore
 
@@ -544,3 +545,13 @@ class AckStall:
                 writer.write(size + body)
                 await writer.drain()
         writer.close()
+
+
+def held_lease(session_timeout_seconds: float = 10.0) -> Lease:
+    """A lease assigned and proven on a clock that never moves: it covers every call and write (for tests of
+    something else than fencing)."""
+    membership = Membership(1, "member-under-test")
+    lease = Lease(session_timeout_seconds, clock=lambda: 0.0)
+    lease.proved(membership, 0.0)
+    lease.assigned(membership)
+    return lease

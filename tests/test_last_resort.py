@@ -22,7 +22,7 @@ from highlight.kafka import Record, record_size
 from highlight.last_resort import SMALL_DEAD_LETTER_BYTES
 from highlight.metrics import Metrics
 from highlight.recorder import Recorder
-from tests.harness import Names, service_env
+from tests.harness import Names, held_lease, service_env
 
 NAMES = Names.unique("last-resort")
 
@@ -64,7 +64,7 @@ def _recorder(producer: StandInProducer, *, in_a_row: int = 3, dead_letter_bytes
         limiter=None,  # type: ignore[arg-type]
         gate=None,  # type: ignore[arg-type]
         admissions=None,  # type: ignore[arg-type]  # no moment here reaches a call
-        lease=None,  # type: ignore[arg-type]  # no moment here reaches a call or a result
+        lease=held_lease(),  # forwards are published under the lease
         metrics=Metrics(),
         clock=lambda: datetime.now(UTC),
         dead_letter_bytes=dead_letter_bytes,

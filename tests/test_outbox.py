@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from highlight.errors import BrokerUnavailable, RecordTooLarge
 from highlight.kafka import Partition, partition_for
 from highlight.lanes import OffsetTracker
+from highlight.lease import FenceReason, Lease, Membership
 from highlight.outbox import Outbox, Token
+from tests.harness import held_lease
 
 P0 = Partition("highlight.moments", 0)
 P1 = Partition("highlight.moments", 1)
@@ -100,6 +102,7 @@ async def box() -> AsyncIterator[Harness]:
     failed: list[tuple[list[Token], BaseException]] = []
     outbox = Outbox(
         producer,  # type: ignore[arg-type]  # the fake has the surface the outbox uses
+        lease=held_lease(),
         on_acked=acked.extend,
         on_failed=lambda tokens, exc: failed.append((tokens, exc)),
     )
@@ -162,7 +165,7 @@ async def test_a_publish_that_raises_fails_every_record_not_handed_over(box: Har
 async def test_a_full_batch_is_split_and_each_record_is_published_once_in_order() -> None:
     producer = FakeProducer(partitions=1, capacity=3)
     acked: list[Token] = []
-    outbox = Outbox(producer, on_acked=acked.extend, on_failed=lambda t, e: None)  # type: ignore[arg-type]  # the fake
+    outbox = Outbox(producer, lease=held_lease(), on_acked=acked.extend, on_failed=lambda t, e: None)  # type: ignore[arg-type]  # the fake
     outbox.start()
     try:
         for offset in range(10):
@@ -219,6 +222,81 @@ async def test_forget_stops_counting_a_revoked_partition(box: Harness) -> None:
     assert box.outbox.outstanding() == 0
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+MEMBER = Membership(3, "member-a")
+
+
+@pytest.fixture
+async def leased() -> AsyncIterator[tuple[Harness, Lease, Clock]]:
+    """An outbox under a lease of 10 s (5 s of cover per proof) on a clock the test moves."""
+    clock = Clock()
+    lease = Lease(10.0, clock=clock)
+    lease.proved(MEMBER, clock.now)
+    lease.assigned(MEMBER)
+    producer = FakeProducer()
+    harness = Harness(producer, None)  # type: ignore[arg-type]  # set right below
+    harness.outbox = Outbox(
+        producer,  # type: ignore[arg-type]  # the fake has the surface the outbox uses
+        lease=lease,
+        on_acked=harness.acked.extend,
+        on_failed=lambda tokens, exc: harness.failed.append((tokens, exc)),
+    )
+    harness.outbox.start()
+    yield harness, lease, clock
+    await harness.outbox.close()
+
+
+async def test_an_answer_queued_under_the_lease_is_not_published_once_the_member_is_fenced(
+    leased: tuple[Harness, Lease, Clock],
+) -> None:
+    box, lease, clock = leased
+    box.outbox.put(RESULTS, b"r", key=key_on(0), answers=(P0, 0))
+    box.outbox.put(RESULTS, b"r", key=key_on(1), answers=(P1, 0))
+    # Before the flusher runs: the loop stalled past the lease, and the coordinator has moved on meanwhile.
+    clock.now += 6
+    lease.fenced(FenceReason.MEMBERSHIP_LOST, MEMBER)
+    assert await box.outbox.settle(None, 1) == 0, "a fenced answer no longer holds a drain"
+    await asyncio.sleep(0.01)
+    assert box.producer.sent == [], "a zombie published an answer"
+    assert box.acked == [], "a dropped answer's record must stay uncommitted"
+    assert box.failed == [], "being fenced is not a failure that stops the service"
+    box.outbox.put(RESULTS, b"r", key=key_on(0), answers=(P0, 1))
+    assert await box.outbox.settle(None, 1) == 0
+    assert box.producer.sent == [], "nothing is published until the next assignment"
+
+
+async def test_publishing_waits_while_the_lease_has_lapsed_and_goes_on_once_a_heartbeat_renews_it(
+    leased: tuple[Harness, Lease, Clock],
+) -> None:
+    box, lease, clock = leased
+    clock.now += 6  # no proof for longer than the lease: nothing may be published, but nothing is lost either
+    box.outbox.put(RESULTS, b"r", key=key_on(0), answers=(P0, 0))
+    assert await box.outbox.settle(None, 0.05) == 1
+    assert box.producer.sent == []
+    lease.proved(MEMBER, clock.now)
+    await box.published(1)
+    box.producer.sent[0].acked.set_result(None)
+    assert await box.outbox.settle(None, 1) == 0
+    assert box.acked == [(P0, 0)]
+
+
+async def test_forget_drops_answers_not_yet_handed_to_the_producer(box: Harness) -> None:
+    box.outbox.put(RESULTS, b"r", key=key_on(0), answers=(P0, 0))
+    box.outbox.put(RESULTS, b"r", key=key_on(1), answers=(P1, 0))
+    box.outbox.forget([P0])  # revoked before the flusher ran: the partition's next owner answers it
+    await box.published(1)
+    await asyncio.sleep(0.01)
+    assert [s.partition for s in box.producer.sent] == [1]
+    assert box.outbox.outstanding() == 1
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.integers(0, 9), min_size=1, max_size=12), st.randoms(use_true_random=False))
 async def test_the_commit_point_never_passes_an_unacknowledged_answer(flushes: list[int], rng: Any) -> None:
@@ -233,7 +311,7 @@ async def test_the_commit_point_never_passes_an_unacknowledged_answer(flushes: l
             acked.add(offset)
             tracker.done(partition, offset)
 
-    outbox = Outbox(producer, on_acked=on_acked, on_failed=lambda t, e: None)  # type: ignore[arg-type]  # the fake
+    outbox = Outbox(producer, lease=held_lease(), on_acked=on_acked, on_failed=lambda t, e: None)  # type: ignore[arg-type]  # the fake
     outbox.start()
     offset = 0
     try:

@@ -1373,12 +1373,28 @@ def load() -> tuple[Report, argparse.Namespace, str, float]:
     return report, argparse.Namespace(**document["args"]), document["command"], document["elapsed"]
 
 
+# Sections of RESULTS.md written by other scripts, between their markers (bench/cost.py's cost table): kept as
+# they are when this script rewrites the file.
+KEPT_SECTIONS = (("<!-- cost.py: start -->", "<!-- cost.py: end -->"),)
+
+
+def write_results(text: str) -> None:
+    """Write RESULTS.md, keeping every section another script wrote into the current one."""
+    current = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
+    for start, end in KEPT_SECTIONS:
+        begins = current.find(start)
+        ends = current.find(end, begins)
+        if begins >= 0 and ends >= 0:
+            text = text.rstrip("\n") + "\n\n" + current[begins : ends + len(end)] + "\n"
+    RESULTS.write_text(text, encoding="utf-8")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(raw)
     if args.render:
         report, saved, command, elapsed = load()
-        RESULTS.write_text(render(report, saved, command, elapsed))
+        write_results(render(report, saved, command, elapsed))
         log(f"re-rendered {RESULTS} from {RAW}")
         return 0
     command = shlex.join(["python", "bench/bench.py", *raw])
@@ -1404,7 +1420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"{t.key}: statuses {t.statuses}{extra}{rate_note}")
     if not args.no_write:
         save(report, args, command, elapsed)
-        RESULTS.write_text(text)
+        write_results(text)
         log(f"wrote {RESULTS}")
     log(f"done in {elapsed:.0f} s")
     return 0

@@ -348,7 +348,11 @@ class Service(RebalanceHandler):
                     note="their moments stay uncommitted and are answered again from the state",
                 )
             await self._commit(force=True)
-            await self._hand_over({p.partition for p in self._consumer.assignment()})
+            owned = self._consumer.assignment()
+            # Answers still queued now are of moments left uncommitted: whoever owns them next answers them, so
+            # none may be published after the release records say this member is done with the partitions.
+            self._outbox.forget(owned)
+            await self._hand_over({p.partition for p in owned})
         if self._fatal is not None:
             raise self._fatal
 

@@ -5,8 +5,6 @@ has one recording (or is in_doubt if its one call was cut off)."""
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,8 @@ import pytest
 
 from highlight.moment import bucket_of, parse_rfc3339
 from highlight.simulator import LiveSimulator
-from tests.harness import Names, by_event, create_topics, moment, produce, results, service_env, spawn, wait_until
+from tests.harness import Names, create_topics, moment, produce, service_env, wait_until
+from tests.multiprocess import all_answered, processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -49,10 +48,8 @@ async def test_a_flood_on_one_channel_survives_its_owners_being_killed_in_turn(
     bursts[0].insert(0, first)
     expected = {m["event_id"] for burst in bursts for m in burst}
 
-    logs = {n: tmp_path / f"instance-{n}.log" for n in range(3)}
-    processes: dict[int, subprocess.Popen[bytes]] = {}
-    try:
-        processes = {n: spawn(env, logs[n]) for n in range(3)}
+    async with processes(tmp_path) as instances:
+        live = {f"instance-{n}": instances.spawn(env, f"instance-{n}") for n in range(3)}
 
         async def flood() -> None:
             for burst in bursts:
@@ -60,45 +57,24 @@ async def test_a_flood_on_one_channel_survives_its_owners_being_killed_in_turn(
                 await asyncio.sleep(0.4)
 
         flooding = asyncio.create_task(flood())
-        killed: list[int] = []
-        marks = dict.fromkeys(logs, 0)
+        killed: list[str] = []
+        marks = dict.fromkeys(live, 0)
         for _ in range(2):
             # Kill whichever live instance is answering the flood right now: the hot channel's owner.
-            alive = [n for n in logs if n not in killed]
+            alive = [name for name in live if name not in killed]
             await wait_until(
-                lambda alive=alive, marks=marks: any(answered_hot(logs[n], marks[n]) for n in alive),
+                lambda alive=alive, marks=marks: any(answered_hot(instances.log_path(n), marks[n]) for n in alive),
                 timeout=60,
                 what="an instance answering the flood",
             )
-            owner = next(n for n in alive if answered_hot(logs[n], marks[n]))
-            processes[owner].send_signal(signal.SIGKILL)
-            await asyncio.to_thread(processes[owner].wait)
+            owner = next(n for n in alive if answered_hot(instances.log_path(n), marks[n]))
+            await instances.kill(live[owner])
             killed.append(owner)
-            marks = {n: logs[n].stat().st_size for n in logs}
-        for n in killed:
-            processes[n] = spawn(env, tmp_path / f"instance-{n}-restarted.log")
+            marks = {n: instances.log_path(n).stat().st_size for n in live}
+        for name in killed:
+            instances.spawn(env, f"{name}-restarted")
         await flooding
-
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 120
-        while True:
-            # Redelivery after a kill may answer a moment twice: wait for every event, not for a count.
-            got = by_event(await results(bootstrap, names.results, len(expected), timeout=5))
-            missing = expected - got.keys()
-            if not missing or loop.time() > deadline:
-                break
-        assert not missing, f"{len(missing)} moments without a result, e.g. {sorted(missing)[:5]}"
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes.values():
-            # Off the event loop: the simulator serving their last calls runs on it.
-            try:
-                await asyncio.to_thread(process.wait, 40)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                await asyncio.to_thread(process.wait)
+        got = await all_answered(bootstrap, names, expected, timeout=120)
 
     calls: dict[tuple[str, int], int] = defaultdict(int)
     occurred = {m["channel_id"]: m["occurred_at"] for burst in bursts for m in burst}

@@ -12,8 +12,9 @@ Where things live:
   `signing` (md5(key + t)); `state` keeps the dedup table durable;
 - `callbacks/`: `highlight callbacks`, the receiver of Tencent Cloud Live's event notifications;
 - `apis/`: the recording APIs, one interface, one error policy and one module per API; adapters that classify
-  library errors: `live` (aiohttp), `kafka` (aiokafka; `kafka_records` reads batches aiokafka refuses, `topics`
-  waits for and prepares the topics); `broker`: the embedded broker for the demo, tests and bench;
+  library errors: `live` (aiohttp), `kafka/` (aiokafka: client, partitions, producer, group consumer, changelog
+  reader; `kafka_records` reads batches aiokafka refuses, `topics` waits for and prepares the topics);
+  `broker`: the embedded broker for the demo, tests and bench;
 - around it: `cli`, `config` (+ `config_table`), `errors`, `logs`, `metrics`, `ops`, `schemas`;
 - tools around the recorder: `simulator/` (`highlight simulate-live`) and `demo/` (`highlight demo`).
 """

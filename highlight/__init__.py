@@ -3,7 +3,8 @@ and a clip event (the video URL) per recording file.
 
 Where things live:
 - the pipeline: `service` (composition root, consumer loop, commits, rebalances), `recorder` (one record:
-  dead letter, re-key, or dedup → budget → call → state → result), `clipper` (one recording file → one
+  dead letter, re-key, or dedup → budget → call → state → result), `call` (the call itself: intent, lease
+  checks, request, outcome), `clipper` (one recording file → one
   clip), `last_resort` (around every record: what fails on every retry is dead-lettered), `lanes` (key-ordered
   concurrency, commit points), `outage` (pause and probe while the API is unusable), `admission` (wait for
   room in the budget);

@@ -72,12 +72,12 @@ async def test_the_committed_offset_never_passes_a_result_the_brokers_have_not_a
             await produce(bootstrap, names.moments, moments)
             await all_decided_and_held(service, stall)
             # Every moment is decided and its lane has moved on; none is done until the brokers answer.
-            await service._commit(force=True)
+            await service._member._commit(force=True)
             assert await committed_offset(bootstrap, names.group, names.moments, 0) is None
-            assert service._tracker.in_flight() == MOMENTS
+            assert service._member.tracker.in_flight() == MOMENTS
             stall.release()
-            await wait_until(lambda: service._tracker.in_flight() == 0, what="the acknowledgements")
-            await service._commit(force=True)
+            await wait_until(lambda: service._member.tracker.in_flight() == 0, what="the acknowledgements")
+            await service._member._commit(force=True)
             assert await committed_offset(bootstrap, names.group, names.moments, 0) == MOMENTS
         finally:
             stall.release()

@@ -57,7 +57,7 @@ async def test_in_flight_never_exceeds_the_bound_and_the_consumer_pauses(
         while True:
             # Being decided: taken in and not answered (an answer awaiting its acknowledgement holds no slot).
             assert service._outbox is not None
-            peak = max(peak, service._tracker.in_flight() - service._outbox.outstanding())
+            peak = max(peak, service._member.tracker.in_flight() - service._outbox.outstanding())
             paused_seen |= service._intake.everything_paused
             await asyncio.sleep(0.002)
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from highlight import kafka_records
 from highlight.errors import BrokerError, BrokerUnavailable, RecordRejected, RecordTooLarge
-from highlight.kafka import _mapped
+from highlight.kafka.client import _mapped
 from highlight.kafka_records import LenientMemoryRecords, read_batch
 
 

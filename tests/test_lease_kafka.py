@@ -17,7 +17,7 @@ from tests.harness import Names, create_topics, settings_for, wait_until
 
 
 def test_every_group_request_aiokafka_sends_goes_through_send_req_with_the_coordinators_membership() -> None:
-    # highlight.kafka._watch_membership replaces GroupCoordinator._send_req on the instance and reads the
+    # highlight.kafka.group._watch_membership replaces GroupCoordinator._send_req on the instance and reads the
     # coordinator's `generation` and `member_id` as the request's: if aiokafka changes either, this fails.
     sources = {
         "heartbeat": inspect.getsource(GroupCoordinator._do_heartbeat),

@@ -54,7 +54,16 @@ class Moment(NamedTuple):
     priority: int = DEFAULT_PRIORITY
 
     def bucket(self, bucket_seconds: int) -> int:
-        return bucket_of(self.occurred_at, bucket_seconds)
+        # A moment is asked for its bucket several times in a row (its candidates, its decision, its result): the
+        # last answer is kept with the very datetime it was computed for (held here, so no other object can take
+        # its identity), and datetimes are immutable.
+        instant = self.occurred_at
+        last_instant, last_seconds, last_bucket = _last_bucket[0]  # one tuple: read whole, replaced whole
+        if instant is last_instant and bucket_seconds == last_seconds:
+            return last_bucket
+        bucket = bucket_of(instant, bucket_seconds)
+        _last_bucket[0] = (instant, bucket_seconds, bucket)
+        return bucket
 
     def recording_options(self, default_record_seconds: int) -> RecordingOptions:
         return RecordingOptions(
@@ -68,6 +77,8 @@ class Moment(NamedTuple):
         )
 
 
+# (instant, bucket_seconds, bucket) of the last `Moment.bucket` computed.
+_last_bucket: list[tuple[datetime | None, int, int]] = [(None, 0, 0)]
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)  # noqa: UP017 -- keep the constant readable
 
 

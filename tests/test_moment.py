@@ -835,3 +835,14 @@ def test_the_common_moment_takes_the_plain_fast_path(
 )
 def test_anything_but_the_common_plain_moment_takes_the_strict_path(changes: dict[str, Any]) -> None:
     assert plain_moment({**MINIMAL, **changes}) is None
+
+
+@given(st.lists(st.tuples(aware_datetimes, st.sampled_from([1, 60, 300, 301, 86_400])), min_size=1, max_size=6))
+def test_a_moments_bucket_is_bucket_of_its_instant_however_often_and_in_whatever_order_it_is_asked(
+    asked: list[tuple[datetime, int]],
+) -> None:
+    moments = [Moment("e", "c", instant, instant.isoformat()) for instant, _ in asked]
+    for _ in range(2):
+        for moment, (instant, size) in zip(moments, asked, strict=True):
+            for other in (size, 300, size):
+                assert moment.bucket(other) == bucket_of(instant, other)

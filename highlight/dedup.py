@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -240,8 +240,10 @@ class Verdict(enum.Enum):
     CALL = "call"  # this moment starts a recording, under `Decision.key`
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
+    """A named tuple, not a frozen dataclass: one is built for every moment, and a frozen dataclass costs several
+    times more to build."""
+
     verdict: Verdict
     status: str | None = None  # for ANSWER: the result status
     entry: Entry | None = None
@@ -303,46 +305,43 @@ def decide_among(moment: Moment, candidates: Mapping[DedupKey, Entry], now: date
     that covers it, a recording under its bucket key counting as covering every moment of the bucket in both
     modes; its age; a call under the mode's key.
     """
-    by_bucket = bucket_key(moment, rules.bucket_seconds)
-    mine = window_key(moment, rules.bucket_seconds)
+    bucket = moment.bucket(rules.bucket_seconds)
+    by_bucket: BucketKey = (moment.channel_id, bucket)
+    mine: WindowKey = (moment.channel_id, bucket, moment.event_id)
     for key in (by_bucket, mine):
         entry = candidates.get(key)
         if entry is not None and entry.event_id == moment.event_id:
-            return _keyed(_own(entry), key)
+            return Decision(Verdict.ANSWER, _OWN_STATUS[entry.phase], entry, key)
     covering = _earliest_covering(moment, candidates, rules, by_bucket)
     if covering is not None:
         key, entry = covering
-        answer = _covered(entry)
-        assert answer is not None  # noqa: S101 -- only recordings cover
-        return _keyed(answer, key)
+        status = _COVERED_STATUS.get(entry.phase)
+        assert status is not None  # noqa: S101 -- only recordings cover
+        return Decision(Verdict.ANSWER, status, entry, key)
     if (now - moment.occurred_at).total_seconds() > rules.max_event_age_seconds:
         return Decision(Verdict.EXPIRED, "expired")
     return Decision(Verdict.CALL, key=by_bucket if rules.mode == BUCKET_MODE else mine)
 
 
+# The answer a moment got when its own entry was written.
+_OWN_STATUS = {
+    Phase.STARTED: "started",
+    Phase.INTENT: "in_doubt",
+    Phase.IN_DOUBT: "in_doubt",
+    Phase.FAILED: "failed",
+    Phase.SKIPPED: "skipped",
+}
+# The answer for a moment that another moment's recording covers; entries that record nothing cover nothing.
+_COVERED_STATUS = {Phase.STARTED: "duplicate", Phase.IN_DOUBT: "in_doubt", Phase.INTENT: "in_doubt"}
+
+
 def _own(entry: Entry) -> Decision:
-    """The answer a moment got when its own entry was written."""
-    status = {
-        Phase.STARTED: "started",
-        Phase.INTENT: "in_doubt",
-        Phase.IN_DOUBT: "in_doubt",
-        Phase.FAILED: "failed",
-        Phase.SKIPPED: "skipped",
-    }[entry.phase]
-    return Decision(Verdict.ANSWER, status, entry)
+    return Decision(Verdict.ANSWER, _OWN_STATUS[entry.phase], entry)
 
 
 def _covered(entry: Entry) -> Decision | None:
-    """The answer for a moment that another moment's recording covers; None when that entry records nothing."""
-    if entry.phase is Phase.STARTED:
-        return Decision(Verdict.ANSWER, "duplicate", entry)
-    if entry.phase in (Phase.IN_DOUBT, Phase.INTENT):
-        return Decision(Verdict.ANSWER, "in_doubt", entry)
-    return None
-
-
-def _keyed(decision: Decision, key: DedupKey) -> Decision:
-    return Decision(decision.verdict, decision.status, decision.entry, key)
+    status = _COVERED_STATUS.get(entry.phase)
+    return None if status is None else Decision(Verdict.ANSWER, status, entry)
 
 
 def _earliest_covering(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import contextlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -62,25 +63,24 @@ def result_document(
     return document
 
 
-# The last millisecond formatted: a batch of answers falls within a few milliseconds, so each is formatted once.
-_last_formatted: list[Any] = [None, ""]
+# The last millisecond formatted, as [its first instant, the next millisecond's, the text] (none at first): a
+# batch of answers falls within a few milliseconds, so each is formatted once. Kept for the clock's instants, in
+# UTC: two of them compare field by field, without asking their zone for an offset.
+_last_formatted: list[Any] = [datetime.max.replace(tzinfo=UTC), datetime.min.replace(tzinfo=UTC), ""]
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 def _utc_milliseconds(instant: datetime) -> str:
-    key = (
-        instant.microsecond // 1000,
-        instant.second,
-        instant.minute,
-        instant.hour,
-        instant.day,
-        instant.month,
-        instant.year,
-        instant.tzinfo,
-    )
-    if key != _last_formatted[0]:
-        _last_formatted[0] = key
-        _last_formatted[1] = instant.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    text: str = _last_formatted[1]
+    text: str
+    first, after, text = _last_formatted
+    if instant.tzinfo is UTC and first <= instant < after:
+        return text
+    text = instant.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if instant.tzinfo is UTC:
+        # isoformat truncates to the millisecond: every instant of this one is written alike.
+        first = instant.replace(microsecond=instant.microsecond - instant.microsecond % 1000)
+        with contextlib.suppress(OverflowError):  # the last millisecond of year 9999 has no next one: not kept
+            _last_formatted[:] = (first, first + _MILLISECOND, text)
     return text
 
 

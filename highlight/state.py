@@ -21,7 +21,6 @@ from highlight.dedup import (
     DedupKey,
     Entry,
     Phase,
-    bucket_key,
     decode_entry,
     decode_key,
     encode_entry,
@@ -30,7 +29,6 @@ from highlight.dedup import (
     is_window_key,
     keep_until,
     recording_span,
-    window_key,
 )
 from highlight.kafka import ChangelogReader, Partition, Producer
 from highlight.lease import RELEASE_KEY, Release, decode_release, encode_release
@@ -117,20 +115,30 @@ class StateStore:
     def candidates(self, index: int, moment: Moment) -> dict[DedupKey, Entry]:
         """The entries that may answer `moment` (`highlight.dedup.decide_among`): its bucket key's, its window
         key's, and the indexed keys of its channel."""
-        own = bucket_key(moment, self._bucket_seconds)
-        keys: set[DedupKey] = {own, window_key(moment, self._bucket_seconds)}
+        table = self._tables[index]
+        channel, bucket = moment.channel_id, moment.bucket(self._bucket_seconds)
+        found: dict[DedupKey, Entry] = {}
+        # Read in place: most moments find their entry already decoded, or nothing (one lookup each).
+        for key in ((channel, bucket), (channel, bucket, moment.event_id)):
+            value = table.get(key)
+            if value is not None:
+                entry = self.get(index, key) if isinstance(value, bytes) else value
+                if entry is not None:
+                    found[key] = entry
+        channels = self._channels.get(index)
+        indexed = None if channels is None else channels.get(channel)
+        if not indexed:
+            return found
         # Only recordings of moments from about half an hour before it to a little after can cover it: a key's
         # bucket is its moment's, a call follows its moment within the age limit (and retries), and a recording
         # lasts at most 30 minutes. Older entries (a daily limit keeps a day of them) are not even decoded.
-        earliest = own[1] - (MAX_RECORD_SECONDS + self._max_age + CALL_SLACK_SECONDS) // self._bucket_seconds - 1
-        latest = own[1] + self._max_age // self._bucket_seconds + 1
-        indexed = self._channels.get(index, {}).get(moment.channel_id, ())
-        keys.update(key for key in indexed if earliest <= key[1] <= latest)
-        found = {}
-        for key in keys:
-            entry = self.get(index, key)
-            if entry is not None:
-                found[key] = entry
+        earliest = bucket - (MAX_RECORD_SECONDS + self._max_age + CALL_SLACK_SECONDS) // self._bucket_seconds - 1
+        latest = bucket + self._max_age // self._bucket_seconds + 1
+        for key in indexed:
+            if earliest <= key[1] <= latest and key not in found:
+                entry = self.get(index, key)
+                if entry is not None:
+                    found[key] = entry
         return found
 
     def recordings(self, index: int, channel_id: str, buckets: range) -> list[tuple[DedupKey, Entry]]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from highlight.dedup import (
@@ -264,3 +265,90 @@ def test_a_redelivered_moment_gets_its_first_answer_whatever_was_recorded_since(
     rng.shuffle(shuffled)
     again = decide_among(m, dict(shuffled), at(now + 30), rules(mode))
     assert (again.status, None if again.entry is None else again.entry.event_id) == expected
+
+
+# --- the decision as first written, against the one made cheaper ----------------------------------------------
+
+
+def _decide_as_written(m: Moment, candidates: dict[DedupKey, Entry], now: datetime, rules: DedupRules) -> tuple:
+    """`decide_among` as it was written before it was made cheaper (one frozen dataclass per step, the keys built
+    by their helpers), kept here as the oracle: (verdict, status, entry, key)."""
+    own_status = {
+        Phase.STARTED: "started",
+        Phase.INTENT: "in_doubt",
+        Phase.IN_DOUBT: "in_doubt",
+        Phase.FAILED: "failed",
+        Phase.SKIPPED: "skipped",
+    }
+    by_bucket = bucket_key(m, rules.bucket_seconds)
+    mine = window_key(m, rules.bucket_seconds)
+    for key in (by_bucket, mine):
+        entry = candidates.get(key)
+        if entry is not None and entry.event_id == m.event_id:
+            return Verdict.ANSWER, own_status[entry.phase], entry, key
+    instant = m.occurred_at.timestamp()
+    best: tuple[float, DedupKey, Entry] | None = None
+    for key, entry in candidates.items():
+        if key[0] != m.channel_id or entry.phase not in RECORDING_PHASES:
+            continue
+        span = recording_span(entry)
+        if key == by_bucket:
+            if span is not None and span[0] > instant + rules.max_event_age_seconds:
+                continue
+            start = -math.inf if span is None else span[0]
+        elif rules.mode == BUCKET_MODE and len(key) != 3:
+            continue  # another bucket: bucket mode records it anew
+        elif span is None or not covers(span, instant, rules.min_cover_seconds, rules.max_event_age_seconds):
+            continue
+        else:
+            start = span[0]
+        if best is None or (start, key) < (best[0], best[1]):
+            best = (start, key, entry)
+    if best is not None:
+        status = "duplicate" if best[2].phase is Phase.STARTED else "in_doubt"
+        return Verdict.ANSWER, status, best[2], best[1]
+    if (now - m.occurred_at).total_seconds() > rules.max_event_age_seconds:
+        return Verdict.EXPIRED, "expired", None, None
+    return Verdict.CALL, None, None, by_bucket if rules.mode == BUCKET_MODE else mine
+
+
+_oracle_entries = st.lists(
+    st.tuples(
+        st.sampled_from(["ch", "other"]),
+        st.sampled_from([0, 0, 0, -1, 1]) | st.integers(-6, 6),  # the key's bucket, from the moment's
+        st.sampled_from(["a", "b", "new", None]),  # a window key's event id; None: a bucket key
+        st.sampled_from(["a", "b", "new"]),  # the entry's event id
+        phases,
+        st.none() | st.tuples(st.integers(-2000, 900), st.sampled_from([0, 30, 300, 1800])),  # its window
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=1000)
+@given(
+    _oracle_entries,
+    st.integers(-900, 900),
+    st.sampled_from([MAX_AGE - 1, MAX_AGE, MAX_AGE + 1]) | st.integers(-30, 400),
+    st.sampled_from([WINDOW_MODE, BUCKET_MODE]),
+    st.sampled_from([60, 300]),
+    st.sampled_from([0, 60]),
+)
+def test_the_decision_is_the_one_first_written_for_any_candidates(
+    specs: list[tuple[str, int, str | None, str, Phase, tuple[int, int] | None]],
+    occurred: int,
+    delay: int,
+    mode: str,
+    bucket_seconds: int,
+    min_cover: int,
+) -> None:
+    m = moment("new", occurred)
+    own_bucket = m.bucket(bucket_seconds)
+    candidates: dict[DedupKey, Entry] = {}
+    for channel, offset, keyed_by, event, phase, window in specs:
+        key: DedupKey = (channel, own_bucket + offset) if keyed_by is None else (channel, own_bucket + offset, keyed_by)
+        start, end = (None, None) if window is None else (format_cst(at(window[0])), format_cst(at(sum(window))))
+        candidates[key] = Entry(phase, event, start, end, task_id="7", attempts=1)
+    now = at(occurred + delay)
+    rules_now = DedupRules(mode, bucket_seconds, min_cover, MAX_AGE)
+    assert tuple(decide_among(m, candidates, now, rules_now)) == _decide_as_written(m, candidates, now, rules_now)

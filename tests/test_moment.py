@@ -19,11 +19,13 @@ from highlight.moment import (
     INVALID_REASONS,
     InvalidMoment,
     Moment,
+    _parse_document,
     bucket_of,
     nesting_exceeds,
     parse_moment,
     parse_occurred_at,
     parse_rfc3339,
+    plain_moment,
     validate_moment,
 )
 from highlight.results import STATUSES, result_document
@@ -696,3 +698,151 @@ def _verdict(validate: Any, document: dict[str, Any]) -> object:
 def test_validate_moment_gives_the_published_schemas_verdict(document: dict[str, Any]) -> None:
     full = schemas.validator(schemas.MOMENT_SCHEMA)
     assert _verdict(validate_moment, document) == _verdict(full, document)
+
+
+# --- the plain fast path: the strict path's moment, or nothing -------------------------------------
+
+# Characters at the edges of the schema's patterns: controls (C0, DEL, C1), whitespace the regex engine knows
+# (ASCII, NEL, no-break, ideographic, line separator), a format character, non-ASCII digits.
+_EDGE_CHARACTERS = ["\x00", "\t", "\n", "\x1f", " ", "\x7f", "\x85", "\xa0", "\u2028", "\u3000", "\u200b", "٣", "频"]
+_hostile_text = st.text(st.sampled_from(_EDGE_CHARACTERS) | st.characters(blacklist_categories=("Cs",)), max_size=8)
+_id_text = (
+    _hostile_text
+    | st.sampled_from(["d-7", "dup-17", "8888_test123", "频道", "a b"])
+    | st.sampled_from([255, 256, 257, 1023, 1024, 1025]).map(lambda n: "x" * n)
+)
+_digits = st.sampled_from(["0", "1", "2", "3", "5", "9", "٣"])
+_times = st.builds(
+    "{}{}{}{}-{}{}-{}{}{}{}{}:{}{}:{}{}{}{}".format,
+    *[_digits] * 8,
+    st.sampled_from("Tt "),
+    *[_digits] * 6,
+    st.sampled_from(["", ".", ".5", ".123", ".123456", ".1234567", ".٣"]),
+    st.sampled_from(
+        [
+            "Z",
+            "z",
+            "",
+            "+08:00",
+            "-23:59",
+            "+24:00",
+            "+23:60",
+            "+00:60",
+            "-05:99",
+            "+00:59",
+            "-00:00",
+            "+0800",
+            "+08:0٣",
+        ]
+    ),
+)
+_valid_times = st.datetimes(
+    min_value=datetime(1, 1, 2),  # noqa: DTZ001 -- given a fixed offset below
+    max_value=datetime(9999, 12, 30),  # noqa: DTZ001
+    timezones=st.just(UTC) | st.integers(-1439, 1439).map(lambda minutes: timezone(timedelta(minutes=minutes))),
+).map(lambda instant: instant.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+_int64 = st.integers(-(2**63), 2**63 - 1)
+_plain_shaped = st.fixed_dictionaries(
+    {},
+    optional={
+        "event_id": _id_text | _int64 | st.none(),
+        "channel_id": _id_text | st.lists(st.text(max_size=2), max_size=1),
+        "occurred_at": _times | _valid_times | st.from_regex(RFC3339_SHAPED, fullmatch=True) | _int64,
+        "attributes": st.none() | st.text(max_size=2) | json_values | st.dictionaries(st.text(max_size=3), json_values),
+        "priority": st.integers(-1, 101),
+        "extra": _int64,
+    },
+)
+
+
+def _same_moment(fast: Moment, strict: Moment) -> bool:
+    """Equal field for field, in type too (a datetime's offset, an int that is not a bool)."""
+    return (
+        fast == strict
+        and [type(value) for value in fast] == [type(value) for value in strict]
+        and fast.occurred_at.utcoffset() == strict.occurred_at.utcoffset()
+        and fast.occurred_at.tzinfo == strict.occurred_at.tzinfo
+    )
+
+
+def _strict_outcome(document: dict[str, Any]) -> object:
+    try:
+        return _parse_document(document)
+    except InvalidMoment as exc:
+        return exc.reason, str(exc)
+
+
+@settings(max_examples=2000)
+@given(_plain_shaped)
+def test_the_plain_fast_path_gives_the_strict_paths_moment_or_nothing(document: dict[str, Any]) -> None:
+    fast = plain_moment(document)
+    strict = _strict_outcome(document)
+    if fast is not None:
+        # Never a moment the published schema (whole, not the plain subset) refuses, and the same moment.
+        schemas.validator(schemas.MOMENT_SCHEMA)(document)
+        assert isinstance(strict, Moment)
+        assert _same_moment(fast, strict)
+    # Through the bytes, parse_moment answers as the strict path does: the same moment or the same refusal.
+    parsed = _strict_outcome_of_bytes(orjson.dumps(document))
+    if isinstance(strict, Moment):
+        assert isinstance(parsed, Moment)
+        assert _same_moment(parsed, strict)
+    else:
+        assert parsed == strict
+
+
+def _strict_outcome_of_bytes(value: bytes) -> object:
+    try:
+        return parse_moment(value)
+    except InvalidMoment as exc:
+        return exc.reason, str(exc)
+
+
+@given(
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=40),
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=40),
+    _valid_times,
+    st.none() | st.dictionaries(st.text(max_size=3), json_values, max_size=3),
+)
+def test_the_common_moment_takes_the_plain_fast_path(
+    event_id: str, channel_id: str, occurred_at: str, attributes: dict[str, Any] | None
+) -> None:
+    document: dict[str, Any] = {"event_id": event_id, "channel_id": channel_id, "occurred_at": occurred_at}
+    if attributes is not None:
+        document["attributes"] = attributes
+    fast = plain_moment(document)
+    assert fast is not None
+    assert _same_moment(fast, _parse_document(document))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"event_id": " \u3000"},
+        {"channel_id": "a\nb"},
+        {"channel_id": "x\n"},
+        {"channel_id": "c" * 257},
+        {"event_id": "e" * 1025},
+        {"occurred_at": "2024-05-01 20:15:00Z"},
+        {"occurred_at": "2023-02-29T20:15:00Z"},
+        {"occurred_at": "2024-05-01T20:15:00+23:60"},
+        {"occurred_at": "2024-05-01T20:15:00+00:60"},
+        {"occurred_at": "2024-05-01T20:15:00.1234567Z"},
+        {"attributes": []},
+        {"priority": 50},
+        {"file_format": "aac"},
+    ],
+)
+def test_anything_but_the_common_plain_moment_takes_the_strict_path(changes: dict[str, Any]) -> None:
+    assert plain_moment({**MINIMAL, **changes}) is None
+
+
+@given(st.lists(st.tuples(aware_datetimes, st.sampled_from([1, 60, 300, 301, 86_400])), min_size=1, max_size=6))
+def test_a_moments_bucket_is_bucket_of_its_instant_however_often_and_in_whatever_order_it_is_asked(
+    asked: list[tuple[datetime, int]],
+) -> None:
+    moments = [Moment("e", "c", instant, instant.isoformat()) for instant, _ in asked]
+    for _ in range(2):
+        for moment, (instant, size) in zip(moments, asked, strict=True):
+            for other in (size, 300, size):
+                assert moment.bucket(other) == bucket_of(instant, other)

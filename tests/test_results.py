@@ -203,6 +203,35 @@ def test_processed_at_is_utc_with_milliseconds_and_z(processed_at: datetime) -> 
     assert document["processed_at"] == "2024-05-01T12:15:03.123Z"
 
 
+_EDGES = [
+    datetime(2024, 5, 1, 12, 15, 3, 122999, tzinfo=UTC),
+    datetime(2024, 5, 1, 12, 15, 3, 123000, tzinfo=UTC),
+    datetime(2024, 5, 1, 20, 15, 3, 123500, tzinfo=timezone(timedelta(hours=8))),
+    datetime(2024, 5, 1, 12, 15, 3, 124000, tzinfo=UTC),
+    datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC),
+    datetime(1, 1, 1, 0, 0, 0, 0, tzinfo=UTC),
+]
+_instants = st.datetimes(
+    min_value=datetime(1, 1, 2),  # noqa: DTZ001 -- zones given below
+    max_value=datetime(9999, 12, 30),  # noqa: DTZ001
+    timezones=st.just(UTC) | st.integers(-1439, 1439).map(lambda minutes: timezone(timedelta(minutes=minutes))),
+)
+# Runs of instants a few hundred microseconds apart, as a batch of answers stamps them, around millisecond edges.
+_runs = st.tuples(_instants, st.lists(st.integers(-1500, 1500), min_size=1, max_size=12)).map(
+    lambda run: [run[0] + timedelta(microseconds=step) for step in run[1]]
+)
+
+
+@given(st.lists(_runs | st.lists(st.sampled_from(_EDGES), min_size=1), min_size=1, max_size=4))
+def test_processed_at_is_each_instants_own_millisecond_in_any_order(runs: list[list[datetime]]) -> None:
+    for run in runs:
+        for instant in run:
+            document = result_document(_moment(), BUCKET, 300, "expired", None, instant)
+            expected = instant.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            assert document["processed_at"] == expected
+
+
 def test_encode_result_is_json_of_the_document() -> None:
     document = _document("duplicate", STARTED, event_id="e-2", attributes={"ü": 1})
     assert orjson.loads(encode_result(document)) == document

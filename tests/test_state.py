@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from highlight.dedup import DedupKey, Entry, Phase, encode_entry, encode_key
+from highlight.kafka import Partition
 from highlight.lease import Release
-from highlight.state import INTENT_MARK, _is_intent
+from highlight.moment import Moment
+from highlight.recording import format_cst
+from highlight.state import INTENT_MARK, StateStore, _is_intent
 from tests.harness import Names, create_topics, state_store
 
 texts = st.text(max_size=40)
@@ -150,3 +155,113 @@ async def test_a_recordings_entry_still_takes_its_clips_after_it_is_final(bootst
             await producer.send(names.state, encode_entry(entry), key=encode_key(key), partition=0)
         await state.restore({0})
         assert state.get(0, key) == clipped, "the same phase again (a clip added) is the owner's own write"
+
+
+# --- the candidates of a moment -------------------------------------------------------------------------------
+
+CANDIDATE_BUCKET = 300
+CANDIDATE_MAX_AGE = 120
+CANDIDATE_NOW = 1_714_536_000.0  # 2024-05-01 04:00:00 UTC, a bucket's start
+
+
+class _Acknowledging:
+    """A producer that acknowledges every write at once, at the next offset."""
+
+    def __init__(self, first: int) -> None:
+        self._next = first
+
+    async def send(self, *_args: object, **_kwargs: object) -> int:
+        self._next += 1
+        return self._next - 1
+
+
+class _Log:
+    """A changelog of raw records, read as `ChangelogReader.read` reads one."""
+
+    def __init__(self, records: list[tuple[bytes, bytes | None]]) -> None:
+        self._records = records
+
+    async def read(
+        self, partitions: list[Partition], apply: Callable[..., None], starts: dict[Partition, int]
+    ) -> tuple[int, dict[Partition, int]]:
+        for key, value in self._records:
+            apply(partitions[0], key, value)
+        return len(self._records), {partitions[0]: len(self._records)}
+
+
+def _candidate_entry(event: str, phase: Phase, start_offset: int) -> Entry:
+    start = CANDIDATE_NOW + start_offset
+    return Entry(phase, event, format_cst(_utc(start)), format_cst(_utc(start + 300)), task_id="1", attempts=1)
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+_candidate_keys = st.tuples(
+    st.sampled_from(["ch", "other"]),
+    st.sampled_from([0, 0, -1, 1, -9, -10, 2]) | st.integers(-12, 3),
+    st.sampled_from([None, "new", "a"]),
+)
+_candidate_values = (
+    st.builds(_candidate_entry, st.sampled_from(["new", "a", "b"]), st.sampled_from(list(Phase)), st.integers(-900, 60))
+    | st.just(b"not an entry")
+    | st.none()
+)
+
+
+@settings(max_examples=500)
+@given(
+    restored=st.lists(st.tuples(_candidate_keys, _candidate_values), max_size=10),
+    written=st.lists(st.tuples(_candidate_keys, _candidate_values.filter(lambda v: not isinstance(v, bytes)))),
+    window_mode=st.booleans(),
+    occurred=st.integers(-600, 300),
+)
+def test_the_candidates_are_the_moments_own_keys_and_its_channels_indexed_keys_in_reach(
+    restored: list[tuple[tuple[str, int, str | None], Entry | bytes | None]],
+    written: list[tuple[tuple[str, int, str | None], Entry | None]],
+    window_mode: bool,
+    occurred: int,
+) -> None:
+    instant = _utc(CANDIDATE_NOW + occurred)
+    m = Moment("new", "ch", instant, instant.isoformat())
+    bucket = m.bucket(CANDIDATE_BUCKET)
+
+    def key_of(spec: tuple[str, int, str | None]) -> DedupKey:
+        channel, offset, event = spec
+        return (channel, bucket + offset) if event is None else (channel, bucket + offset, event)
+
+    def raw(value: Entry | bytes | None) -> bytes | None:
+        return encode_entry(value) if isinstance(value, Entry) else value
+
+    log = _Log([(encode_key(key_of(spec)), raw(value)) for spec, value in restored])
+    store = StateStore(
+        "state",
+        _Acknowledging(len(restored)),  # type: ignore[arg-type]  # only `send` is used
+        log,  # type: ignore[arg-type]  # only `read` is used
+        bucket_seconds=CANDIDATE_BUCKET,
+        max_event_age_seconds=CANDIDATE_MAX_AGE,
+        clock=lambda: CANDIDATE_NOW,
+        window_mode=window_mode,
+    )
+
+    async def fill() -> None:
+        await store.restore({0})
+        for spec, value in written:
+            await store.put(0, key_of(spec), value)
+
+    asyncio.run(fill())
+    found = store.candidates(0, m)
+    # By the letter of `candidates`: its own two keys, and its channel's keys that window coverage may consult
+    # (every key in window mode, window keys in bucket mode) from about half an hour before to a little after.
+    earliest = bucket - (1800 + CANDIDATE_MAX_AGE + 600) // CANDIDATE_BUCKET - 1
+    latest = bucket + CANDIDATE_MAX_AGE // CANDIDATE_BUCKET + 1
+    own = {("ch", bucket), ("ch", bucket, "new")}
+    universe = {key_of(spec) for spec, _ in [*restored, *written]} | own
+    expected = {}
+    for key in universe:
+        reachable = key[0] == "ch" and (window_mode or len(key) == 3) and earliest <= key[1] <= latest
+        entry = store.get(0, key) if key in own or reachable else None
+        if entry is not None:
+            expected[key] = entry
+    assert found == expected

@@ -60,7 +60,7 @@ class Clipper:
         self._state = state
         self._metrics = metrics
         self._clock = clock
-        self._last_resort = LastResort(settings, producer, metrics, dead_letter_bytes=dead_letter_bytes)
+        self._last_resort = LastResort(settings, producer, metrics, lease, dead_letter_bytes=dead_letter_bytes)
 
     def route(self, record: Record) -> Routed:
         """Read the notification now (cheap, and it decides the lane); match and publish in the lane."""

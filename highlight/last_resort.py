@@ -19,6 +19,7 @@ from highlight.config import Settings
 from highlight.dead_letters import DeadLetter, Streak, Unprocessable, dead_letter_headers, fit
 from highlight.errors import HighlightError, RecordRejected, RecordTooLarge, TooManyUnprocessable
 from highlight.kafka import Producer, Record, record_size
+from highlight.lease import Lease
 from highlight.metrics import Metrics
 from highlight.moment import InvalidMoment
 
@@ -30,10 +31,17 @@ SMALL_DEAD_LETTER_BYTES = 16 * 1024
 
 class LastResort:
     def __init__(
-        self, settings: Settings, producer: Producer, metrics: Metrics, *, dead_letter_bytes: int | None = None
+        self,
+        settings: Settings,
+        producer: Producer,
+        metrics: Metrics,
+        lease: Lease,
+        *,
+        dead_letter_bytes: int | None = None,
     ) -> None:
         self._topic = settings.kafka.dlq_topic
         self._producer = producer
+        self._lease = lease
         self._metrics = metrics
         limit = settings.kafka.max_request_bytes
         # The dead-letter topic's own limit, when it is below the producer's (learnt at start-up).
@@ -99,7 +107,11 @@ class LastResort:
         )
 
     async def _send(self, record: Record, cause: InvalidMoment | Unprocessable) -> DeadLetter:
-        """The original record, or a truncated copy that says so when it does not fit: never dropped."""
+        """The original record, or a truncated copy that says so when it does not fit: never dropped.
+
+        Only under the lease, as every answer: a member that cannot prove it still owns the record's partition
+        raises `Fenced` and leaves the record uncommitted, so its owner's dead letter is the only one."""
+        await self._lease.writable()
         ours = dead_letter_headers(cause, record.topic, record.partition, record.offset)
         for budget in (self._dead_letter_bytes, SMALL_DEAD_LETTER_BYTES):
             letter = fit(record.key, record.value, record.headers, ours, budget=budget, size_of=record_size)

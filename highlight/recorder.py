@@ -135,7 +135,7 @@ class Recorder:
             metrics=metrics,
             clock=clock,
         )
-        self._last_resort = LastResort(settings, producer, metrics, dead_letter_bytes=dead_letter_bytes)
+        self._last_resort = LastResort(settings, producer, metrics, lease, dead_letter_bytes=dead_letter_bytes)
         # What one queued record may weigh: the producer's request limit (a larger answer goes the waiting path,
         # which drops what does not fit).
         self._request_bytes = settings.kafka.max_request_bytes

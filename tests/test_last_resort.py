@@ -17,9 +17,10 @@ import pytest
 
 from highlight import config
 from highlight.dead_letters import TRUNCATED_HEADER, Header
-from highlight.errors import BrokerUnavailable, RecordTooLarge, TooManyUnprocessable, TopicMisconfigured
+from highlight.errors import BrokerUnavailable, Fenced, RecordTooLarge, TooManyUnprocessable, TopicMisconfigured
 from highlight.kafka import Record, record_size
 from highlight.last_resort import SMALL_DEAD_LETTER_BYTES
+from highlight.lease import FenceReason, Lease, Membership
 from highlight.metrics import Metrics
 from highlight.recorder import Recorder
 from tests.harness import Names, held_lease, service_env
@@ -51,7 +52,9 @@ class StandInProducer:
         return [sent for sent in self.sent if sent[0] == topic]
 
 
-def _recorder(producer: StandInProducer, *, in_a_row: int = 3, dead_letter_bytes: int | None = None) -> Recorder:
+def _recorder(
+    producer: StandInProducer, *, in_a_row: int = 3, dead_letter_bytes: int | None = None, lease: Lease | None = None
+) -> Recorder:
     env = service_env("127.0.0.1:9", NAMES, "http://127.0.0.1:9/", max_unprocessable_in_a_row=in_a_row)
     settings = config.load(env)
     return Recorder(
@@ -64,7 +67,7 @@ def _recorder(producer: StandInProducer, *, in_a_row: int = 3, dead_letter_bytes
         limiter=None,  # type: ignore[arg-type]
         gate=None,  # type: ignore[arg-type]
         admissions=None,  # type: ignore[arg-type]  # no moment here reaches a call
-        lease=held_lease(),  # forwards are published under the lease
+        lease=lease or held_lease(),  # forwards and dead letters are published under the lease
         metrics=Metrics(),
         clock=lambda: datetime.now(UTC),
         dead_letter_bytes=dead_letter_bytes,
@@ -104,6 +107,30 @@ async def test_a_failure_in_our_code_on_one_record_dead_letters_it_and_the_next_
     monkeypatch.undo()
     await _run(recorder, _record(6))
     assert producer.to(NAMES.dlq)[1][3][-1] == ("highlight.dlq.reason", b"invalid_json")
+
+
+async def test_a_fenced_member_dead_letters_nothing_and_leaves_the_record_to_the_partitions_owner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Fenced, and its last proof has run out: a write now could land after a new owner has decided.
+    now = [0.0]
+    lease, member = Lease(10.0, clock=lambda: now[0]), Membership(1, "member-under-test")
+    lease.proved(member, 0.0)
+    lease.assigned(member)
+    now[0] = 60.0
+    lease.fenced(FenceReason.MEMBERSHIP_LOST, member)
+    producer = StandInProducer()
+    recorder = _recorder(producer, lease=lease)
+    with pytest.raises(Fenced):
+        await _run(recorder, _record(1))  # malformed: its owner dead-letters it
+    monkeypatch.setattr("highlight.recorder.parse_moment", lambda *_, **__: _raise(TypeError("a bug")))
+    with pytest.raises(Fenced):
+        await _run(recorder, _record(2))  # unprocessable: likewise
+    assert producer.sent == [], "a zombie's dead letter would be a second copy of its owner's"
+
+
+def _raise(exc: Exception) -> Any:
+    raise exc
 
 
 async def test_transient_and_service_wide_errors_are_not_dead_letters_they_stop_the_service() -> None:

@@ -82,12 +82,13 @@ class Work:
     callables of its `Routed` refer to it, never to the `Routed`: no reference cycle, so both go as soon as the
     record is done, without the cyclic garbage collector (which cost a third of a flood's time)."""
 
-    __slots__ = ("home", "moment", "queued", "record")
+    __slots__ = ("home", "key", "moment", "queued", "record")
 
-    def __init__(self, record: Record, moment: Moment, home: int) -> None:
+    def __init__(self, record: Record, moment: Moment, home: int, key: bytes) -> None:
         self.record = record
         self.moment = moment
         self.home = home
+        self.key = key  # the channel id, encoded once: the key of its answer, and of a forward
         self.queued = False
 
 
@@ -146,23 +147,23 @@ class Recorder:
     def route(self, record: Record) -> Routed:
         """Parse now (cheap, and it decides the lane); decide at once if nothing needs waiting for, else in the lane
         under the last resort."""
-        # Dead letters and forwards need no order: a lane of their own lets them run concurrently.
-        unordered = f"\0{record.topic}:{record.partition}:{record.offset}"
         guarded = self._last_resort.guarded
         try:
             moment = parse_moment(record.value, max_bytes=self._rec.max_moment_bytes)
             home = home_partition(moment.channel_id, self._partitions)
         except InvalidMoment as invalid:
             error = invalid  # `invalid` is unbound when the except block ends; the lambda runs later
-            return Routed(unordered, lambda: guarded(record, lambda: self._last_resort.dead_letter(record, error)))
+            return Routed(
+                _unordered(record), lambda: guarded(record, lambda: self._last_resort.dead_letter(record, error))
+            )
         except Exception as exc:
             crash = exc  # a bug in parsing this record: the lane's last resort deals with it as with any other
-            return Routed(unordered, lambda: guarded(record, lambda: _raise(crash)))
-        work = Work(record, moment, home)
-        keyed_by_channel = record.key == moment.channel_id.encode()
-        if record.partition != home or (record.topic == self._kafka.moments_topic and not keyed_by_channel):
+            return Routed(_unordered(record), lambda: guarded(record, lambda: _raise(crash)))
+        key = moment.channel_id.encode()
+        work = Work(record, moment, home, key)
+        if record.partition != home or (record.topic == self._kafka.moments_topic and record.key != key):
             forward = partial(self._forward_guarded, work)
-            return Routed(unordered, forward, partial(self._forward_now, work), forward, work)
+            return Routed(_unordered(record), forward, partial(self._forward_now, work), forward, work)
         return Routed(
             f"ch:{moment.channel_id}",
             partial(self._decide_guarded, work, True),
@@ -175,16 +176,15 @@ class Recorder:
         await self._last_resort.guarded(work.record, partial(self._process, work, queue=queue))
 
     async def _forward_guarded(self, work: Work) -> None:
-        await self._last_resort.guarded(work.record, partial(self._forward, work.record, work.moment, work.home))
+        await self._last_resort.guarded(work.record, partial(self._forward, work))
 
     def _forward_now(self, work: Work) -> bool:
         """Queue the forward in the outbox; False (nothing done) if it is too large for one request, or if the lease
         does not cover publishing now (the waiting path waits for it, or gives the record up)."""
         if not self._lease.may_write():
             return False
-        record, moment, home = work.record, work.moment, work.home
+        record, moment, home, key = work.record, work.moment, work.home, work.key
         headers = _forward_headers(record)
-        key = moment.channel_id.encode()
         if record_size(key, record.value, headers) > self._request_bytes:
             return False
         self._outbox.put(
@@ -225,9 +225,8 @@ class Recorder:
     def _queue(self, work: Work, bucket: int, status: str, document: dict[str, Any], started: float) -> bool:
         """Queue a result in the outbox: pipelined, the channel's next moment is decided at once, and the moment is
         done when the brokers acknowledge it. False (nothing done) if it does not fit one request."""
-        record, moment = work.record, work.moment
+        record, moment, key = work.record, work.moment, work.key
         value = encode_result(document)
-        key = moment.channel_id.encode()
         if record_size(key, value, ()) > self._request_bytes:
             return False
         self._answered[status].inc()
@@ -269,14 +268,15 @@ class Recorder:
             latency_ms=round((time.perf_counter() - started) * 1000, 1),
         )
 
-    async def _forward(self, record: Record, moment: Moment, home: int) -> None:
+    async def _forward(self, work: Work) -> None:
         """Re-key through the repartition topic, as Kafka Streams does, so one member owns the channel."""
+        record, moment, home = work.record, work.moment, work.home
         # Published only under the lease, as a queued forward is: fenced, the record stays for the owner.
         await self._lease.writable()
         await self._producer.send(
             self._kafka.repartition_topic,
             record.value,
-            key=moment.channel_id.encode(),
+            key=work.key,
             partition=home,
             headers=_forward_headers(record),
         )
@@ -333,16 +333,12 @@ class Recorder:
         if queue and self._queue(work, bucket, status, document, started):
             return
         try:
-            await self._producer.send(
-                self._kafka.results_topic, encode_result(document), key=moment.channel_id.encode()
-            )
+            await self._producer.send(self._kafka.results_topic, encode_result(document), key=work.key)
         except RecordTooLarge:
             # Attributes larger than the results topic takes: the answer, and any task_id, goes without them.
             document = dropping(document, "attributes")
             try:
-                await self._producer.send(
-                    self._kafka.results_topic, encode_result(document), key=moment.channel_id.encode()
-                )
+                await self._producer.send(self._kafka.results_topic, encode_result(document), key=work.key)
             except RecordRejected as again:
                 raise RecordRejected(
                     f"the results topic refused the result even without attributes (status {status}, "
@@ -370,6 +366,12 @@ class Recorder:
 def _origin(record: Record) -> dict[str, str]:
     """Where a re-keyed moment was first published: what an engineer searching for it knows."""
     return {_ORIGIN_FIELDS[k]: (v or b"").decode(errors="replace") for k, v in record.headers if k in _ORIGIN_FIELDS}
+
+
+def _unordered(record: Record) -> str:
+    """The lane of a record that needs no order (a dead letter, a crash, a forward): its own, so such records run
+    concurrently. Built only for those."""
+    return f"\0{record.topic}:{record.partition}:{record.offset}"
 
 
 async def _raise(exc: Exception) -> None:

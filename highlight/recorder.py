@@ -347,20 +347,7 @@ class Recorder:
         self._metrics.moments.labels(status).inc()
         if status == "skipped":
             self._metrics.skipped.labels(document["reason"]).inc()
-        # The one canonical line per moment: everything an on-call engineer needs to find it again.
-        mlog.info(
-            "moment_recorded" if status == "started" else "moment_answered",
-            bucket=bucket,
-            status=status,
-            reason=document.get("reason"),
-            task_id=document.get("task_id"),
-            attempts=document.get("attempts"),
-            api=document.get("api"),
-            request_id=document.get("request_id"),
-            error=document.get("error"),
-            dropped=document.get("dropped"),
-            latency_ms=round((time.perf_counter() - started) * 1000, 1),
-        )
+        self._log_answer(record, moment, bucket, status, document, started)
 
 
 def _origin(record: Record) -> dict[str, str]:

@@ -418,6 +418,24 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+def reading(samples: Samples, name: str, **labels: str) -> float | None:
+    """A sample's value, or None where the family has no such sample yet (lag before the first commit)."""
+    return samples.get((name, frozenset(labels.items())))
+
+
+async def scrape_until(port: int, predicate: Callable[[Samples], bool], *, what: str, timeout: float = 30.0) -> Samples:
+    """The first scrape that satisfies `predicate`: gauges such as lag move with commits, not with results."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        samples = await scrape(port)
+        if predicate(samples):
+            return samples
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
 async def readyz(port: int) -> tuple[int, str]:
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/readyz") as response:
         return response.status, await response.text()

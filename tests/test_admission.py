@@ -77,12 +77,12 @@ async def test_a_moment_without_room_is_answered_with_the_limit_at_its_deadline_
 
 
 async def test_a_moment_the_day_has_no_room_for_is_answered_at_once_unless_the_day_ends_before_its_deadline() -> None:
-    # A clock that runs from 0.5 s before midnight in China.
+    # A clock that runs from 30 s before midnight in China, and that the test can move forward.
     midnight = datetime(2026, 11, 23, 0, 0, 0, tzinfo=CST).timestamp()
-    origin = time.monotonic()
+    offset = [midnight - 30 - time.monotonic()]
 
     def clock() -> float:
-        return midnight - 0.5 + (time.monotonic() - origin)
+        return time.monotonic() + offset[0]
 
     holder: list[Admissions] = []
     budget = Budget(
@@ -93,10 +93,10 @@ async def test_a_moment_the_day_has_no_room_for_is_answered_at_once_unless_the_d
     gate = Admissions(budget, clock=clock)
     holder.append(gate)
     budget.restore(0, [("today", Charge(clock() - 60, clock() - 30))], clock())
-    started = time.monotonic()
-    # Its deadline comes before midnight: no point waiting.
-    assert await gate.admit(0, "soon-too-old", 50, deadline=clock() + 0.2, seconds=300) == DAILY_LIMIT
-    assert time.monotonic() - started < 0.15
+    # Its deadline (10 s away) comes before midnight (30 s away): answered at once, not at its deadline.
+    soon_too_old = gate.admit(0, "soon-too-old", 50, deadline=clock() + 10, seconds=300)
+    assert await asyncio.wait_for(soon_too_old, timeout=5) == DAILY_LIMIT
+    offset[0] += 29.5
     # Its deadline comes after midnight: it waits for the new day, and gets its slot then.
     assert await gate.admit(0, "new-day", 50, deadline=clock() + 60, seconds=300) is None
     assert clock() >= midnight

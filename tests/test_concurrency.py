@@ -10,36 +10,39 @@ from highlight.service import Service
 from highlight.simulator import LiveSimulator
 from tests.harness import Names, by_event, create_topics, moment, produce, results, running, settings_for
 
+HOT = 5  # one channel's moments, each its own key
+
 
 async def test_one_channel_runs_in_order_while_other_channels_run_concurrently(
     bootstrap: str, names: Names, simulator: LiveSimulator
 ) -> None:
     await create_topics(bootstrap, {names.moments: 2})
-    simulator.set_config(latency_ms=(200, 200))
+    # A whole second per call: "all other channels were in flight together" must survive a busy machine's stalls.
+    simulator.set_config(latency_ms=(1000, 1000))
     # One-second buckets: every moment of the hot channel is its own key, so each one makes a call.
     settings = settings_for(bootstrap, names, simulator.url, bucket_seconds=1)
     now = datetime.now(UTC)
     hot = [
         moment(f"hot-{i}", "hot-chan") | {"occurred_at": (now - timedelta(seconds=30 - i)).isoformat()}
-        for i in range(8)
+        for i in range(HOT)
     ]
     others = [moment(f"other-{i}", f"other-chan-{i}") for i in range(8)]
     await produce(bootstrap, names.moments, [*hot, *others])
     async with running(settings):
-        got = by_event(await results(bootstrap, names.results, 16))
+        got = by_event(await results(bootstrap, names.results, HOT + 8))
     assert all(d["status"] == "started" for d in got.values())
 
     hot_calls = simulator.calls_for("hot-chan")
     order = [c.query["Param.s.start_time"] for c in hot_calls]
     assert order == sorted(order)
-    assert [got[f"hot-{i}"]["task_id"] for i in range(8)] == [
+    assert [got[f"hot-{i}"]["task_id"] for i in range(HOT)] == [
         str(t.task_id) for t in simulator.tasks if t.channel_id == "hot-chan"
     ], "the hot channel's moments were called in their Kafka order"
     gaps = [b.received_monotonic - a.received_monotonic for a, b in itertools.pairwise(hot_calls)]
-    assert min(gaps) >= 0.19, f"a hot-channel call started before the previous one was answered: {gaps}"
+    assert min(gaps) >= 0.99, f"a hot-channel call started before the previous one was answered: {gaps}"
 
     other_arrivals = sorted(c.received_monotonic for c in simulator.calls if c.channel_id != "hot-chan")
-    assert other_arrivals[-1] - other_arrivals[0] < 0.19, "other channels' calls overlapped in time"
+    assert other_arrivals[-1] - other_arrivals[0] < 1.0, "other channels' calls were all in flight together"
 
 
 async def test_in_flight_never_exceeds_the_bound_and_the_consumer_pauses(

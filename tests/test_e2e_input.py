@@ -18,6 +18,7 @@ from tests.harness import (
     create_topics,
     moment,
     produce,
+    read_all,
     read_topic,
     results,
     running,
@@ -100,8 +101,7 @@ async def test_malformed_moments_reach_the_dead_letter_topic_with_original_bytes
     assert tombstone["highlight.dlq.reason"] == b"empty_value"
     assert simulator.calls_for("c") == []
     assert len(simulator.calls) == 1
-    only_good = await results(bootstrap, names.results, 2, timeout=1.0)
-    assert len(only_good) == 1, "nothing reaches the results topic for dead letters"
+    assert len(await read_all(bootstrap, names.results)) == 1, "nothing reaches the results topic for dead letters"
 
 
 AWKWARD = [

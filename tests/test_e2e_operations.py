@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from highlight.simulator import LiveSimulator
 from tests.harness import (
     Names,
@@ -12,9 +10,10 @@ from tests.harness import (
     moment,
     produce,
     read_topic,
+    reading,
     results,
     running,
-    scrape,
+    scrape_until,
     settings_for,
     value,
     wait_ready,
@@ -44,8 +43,15 @@ async def test_metrics_count_what_was_sent(
         await wait_ready(ops_port, 200)
         got = by_event(await results(bootstrap, names.results, 6))
         await read_topic(bootstrap, names.dlq, 2)
-        await asyncio.sleep(1.5)  # one commit interval, so lag is measured from the final commit
-        samples = await scrape(ops_port)
+        # Commits follow results by up to a commit interval: lag is read once the final commit is in.
+        samples = await scrape_until(
+            ops_port,
+            lambda s: (
+                reading(s, "highlight_consumer_lag", topic=names.moments, partition="0") == 0
+                and reading(s, "highlight_in_flight_moments") == 0
+            ),
+            what="the final commit",
+        )
 
     assert {e: d["status"] for e, d in got.items()} == {
         "m-1": "started",
@@ -87,13 +93,20 @@ async def test_consumer_lag_shows_moments_waiting_behind_the_in_flight_bound(
     bootstrap: str, names: Names, simulator: LiveSimulator, ops_port: int
 ) -> None:
     await create_topics(bootstrap, {names.moments: 1})
-    simulator.set_config(latency_ms=(3000, 3000))
+    # Long enough that the first calls still hang however late the scrape comes; short enough for the drain.
+    simulator.set_config(latency_ms=(4500, 4500))
     await produce(bootstrap, names.moments, [moment(f"lag-{i}", f"lag-chan-{i}") for i in range(10)])
     settings = settings_for(bootstrap, names, simulator.url, metrics_port=ops_port, max_in_flight=2)
     async with running(settings):
         await wait_until(lambda: len(simulator.calls) >= 2, what="the first calls")
-        await asyncio.sleep(1.5)
-        samples = await scrape(ops_port)
+        samples = await scrape_until(
+            ops_port,
+            lambda s: (
+                reading(s, "highlight_consumer_lag", topic=names.moments, partition="0") is not None
+                and reading(s, "highlight_consumer_paused") == 1
+            ),
+            what="a committed position and the paused consumer",
+        )
     # Nothing is done while the first two calls hang, so nothing past offset 0 is committed: lag is 10.
     assert value(samples, "highlight_consumer_lag", topic=names.moments, partition="0") == 10
     assert value(samples, "highlight_in_flight_moments") == 2

@@ -451,7 +451,7 @@ async def test_drain_cancels_jobs_that_overrun_and_returns_them(rec: Runner) -> 
     assert sorted(job.offset for job in abandoned) == [0, 1]
     assert all(job.task is not None and job.task.cancelled() for job in abandoned)
     assert sorted(cancelled) == ["a0", "b1"]
-    assert 0.09 <= elapsed < 1.0
+    assert 0.09 <= elapsed < 5, "the drain bound, not the 10 s the jobs would take"
     assert rec.decided == ["c2"]  # abandoned jobs are neither decided nor errors: they stay uncommitted
     assert rec.errors == []
     await asyncio.wait_for(rec.runner.wait_idle(), 1)

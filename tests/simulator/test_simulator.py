@@ -621,7 +621,7 @@ async def test_stop_is_prompt_with_a_hanging_request_outstanding(http: aiohttp.C
     await simulator.stop()
     await simulator.stop()
 
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2.5, "well before the 5 s answers"
     with pytest.raises(aiohttp.ClientError):
         await hanging
     # Latency is cut short at stop: the slow call is answered, not dropped.

@@ -151,7 +151,7 @@ async def test_the_time_scale_ends_a_5_minute_recording_in_1_second_at_300(
         took = time.monotonic() - started
     finally:
         await sim.stop()
-    assert 0.9 <= took < 4, f"announced after {took:.2f} s"
+    assert 0.9 <= took < 8, f"announced after {took:.2f} s, not after 5 minutes"
 
 
 async def test_a_notification_is_sent_again_every_interval_until_a_200_within_the_timeout(
@@ -255,7 +255,7 @@ async def test_no_callback_url_announces_nothing_and_stop_cancels_pending_announ
     started = time.monotonic()
     await slow.stop()
     await slow.stop()
-    assert time.monotonic() - started < 1, "a recording 5 minutes from its end does not hold the stop"
+    assert time.monotonic() - started < 5, "a recording 5 minutes from its end does not hold the stop"
     await asyncio.sleep(0.2)
     assert stand_in.received == []
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from highlight.budget import Limits
 from highlight.callbacks.notification import MAX_BODY_BYTES
+from highlight.config_checks import check_kafka_security, check_live_tls
 from highlight.config_table import (
     CALLBACKS,
     DEFAULT_LIVE_URLS,
@@ -31,9 +32,6 @@ from highlight.config_table import (
     settings_of,
 )
 from highlight.errors import ConfigError
-
-_SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
-_TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
 
 __all__ = [
     "CALLBACKS",
@@ -208,7 +206,7 @@ def load_receiver(environ: Mapping[str, str], flags: argparse.Namespace | None =
             f"{MAX_BODY_BYTES + REQUEST_HEADROOM_BYTES} for the receiver: a notification of up to {MAX_BODY_BYTES} "
             "bytes, with its key, must fit in one request"
         )
-    _check_kafka_security(kafka)
+    check_kafka_security(values)
     return ReceiverSettings(
         kafka=kafka,
         callbacks=CallbackSettings(
@@ -297,11 +295,13 @@ def _build(v: dict[str, Any]) -> Settings:
             "HIGHLIGHT_MOMENTS_TOPIC, _RESULTS_TOPIC, _DLQ_TOPIC, _STATE_TOPIC, _REPARTITION_TOPIC, "
             "_CALLBACKS_TOPIC and _CLIPS_TOPIC must differ"
         )
-    _check_kafka_security(kafka)
+    check_kafka_security(v)
     api: str = v["live_api"]
+    url: str = v["live_url"] or DEFAULT_LIVE_URLS[api]
+    check_live_tls(v, url)
     live = LiveSettings(
         api=api,
-        url=v["live_url"] or DEFAULT_LIVE_URLS[api],
+        url=url,
         appid=v["live_appid"],
         key=v["live_key"],
         secret_id=v["secret_id"],
@@ -352,63 +352,3 @@ def _build(v: dict[str, Any]) -> Settings:
         log_level=v["log_level"],
         budget=budget,
     )
-
-
-def _names(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def _ignored(given: list[str], protocol: str, lacks: str, instead: str) -> ConfigError:
-    one = len(given) == 1
-    return ConfigError(
-        f"{_names(given)} {'is' if one else 'are'} set but HIGHLIGHT_KAFKA_SECURITY_PROTOCOL={protocol} does not "
-        f"use {lacks}, so {'it' if one else 'they'} would be ignored; set HIGHLIGHT_KAFKA_SECURITY_PROTOCOL={instead}, "
-        f"or unset {'it' if one else 'them'}"
-    )
-
-
-def _check_kafka_security(kafka: KafkaSettings) -> None:
-    """Refuse combinations aiokafka would reject later, or would quietly ignore (and so not secure)."""
-    protocol = kafka.security_protocol
-    sasl = {
-        "HIGHLIGHT_KAFKA_SASL_MECHANISM": kafka.sasl_mechanism,
-        "HIGHLIGHT_KAFKA_SASL_USERNAME": kafka.sasl_username,
-        "HIGHLIGHT_KAFKA_SASL_PASSWORD": kafka.sasl_password,
-    }
-    if protocol in _SASL_PROTOCOLS:
-        missing = [name for name, value in sasl.items() if value is None]
-        if missing:
-            labels = [
-                f"{name} ({'|'.join(KAFKA_SASL_MECHANISMS)})" if name.endswith("_MECHANISM") else name
-                for name in missing
-            ]
-            without = "SSL" if protocol == "SASL_SSL" else "PLAINTEXT"
-            raise ConfigError(
-                f"HIGHLIGHT_KAFKA_SECURITY_PROTOCOL={protocol} needs {_names(labels)}; "
-                f"set {'it' if len(missing) == 1 else 'them'}, "
-                f"or set HIGHLIGHT_KAFKA_SECURITY_PROTOCOL={without} to connect without SASL"
-            )
-    else:
-        given = [name for name, value in sasl.items() if value is not None]
-        if given:
-            raise _ignored(given, protocol, "SASL", "SASL_SSL" if protocol == "SSL" else "SASL_PLAINTEXT or SASL_SSL")
-    tls = {
-        "HIGHLIGHT_KAFKA_SSL_CAFILE": kafka.ssl_cafile,
-        "HIGHLIGHT_KAFKA_SSL_CERTFILE": kafka.ssl_certfile,
-        "HIGHLIGHT_KAFKA_SSL_KEYFILE": kafka.ssl_keyfile,
-        "HIGHLIGHT_KAFKA_SSL_KEY_PASSWORD": kafka.ssl_key_password,
-    }
-    given = [name for name, value in tls.items() if value is not None]
-    if given and protocol not in _TLS_PROTOCOLS:
-        raise _ignored(given, protocol, "TLS", "SASL_SSL" if protocol == "SASL_PLAINTEXT" else "SSL")
-    if kafka.ssl_keyfile is not None and kafka.ssl_certfile is None:
-        raise ConfigError(
-            "HIGHLIGHT_KAFKA_SSL_KEYFILE is set without HIGHLIGHT_KAFKA_SSL_CERTFILE; set "
-            "HIGHLIGHT_KAFKA_SSL_CERTFILE to the client certificate of that key, or unset HIGHLIGHT_KAFKA_SSL_KEYFILE"
-        )
-    if kafka.ssl_key_password is not None and kafka.ssl_certfile is None:
-        raise ConfigError(
-            "HIGHLIGHT_KAFKA_SSL_KEY_PASSWORD is set without HIGHLIGHT_KAFKA_SSL_CERTFILE or "
-            "HIGHLIGHT_KAFKA_SSL_KEYFILE, so there is no key to unlock; set HIGHLIGHT_KAFKA_SSL_CERTFILE (and "
-            "HIGHLIGHT_KAFKA_SSL_KEYFILE if the key is separate), or unset HIGHLIGHT_KAFKA_SSL_KEY_PASSWORD"
-        )

@@ -256,7 +256,7 @@ def test_every_setting_is_read_from_its_environment_variable(tmp_path: Path) -> 
         HIGHLIGHT_APP_NAME="app",
         HIGHLIGHT_DOMAIN_NAME="push.example.com",
         HIGHLIGHT_LIVE_CA_FILE=ca_file,
-        HIGHLIGHT_LIVE_TLS_VERIFY="off",
+        HIGHLIGHT_LIVE_TLS_VERIFY="on",
         HIGHLIGHT_MAX_MOMENT_BYTES="1024",
         HIGHLIGHT_KAFKA_SECURITY_PROTOCOL="sasl_plaintext",
         HIGHLIGHT_KAFKA_SASL_MECHANISM="scram-sha-256",
@@ -288,7 +288,7 @@ def test_every_setting_is_read_from_its_environment_variable(tmp_path: Path) -> 
         "gz",
     )
     assert (live.signature_method, live.app_name, live.domain_name) == ("HmacSHA256", "app", "push.example.com")
-    assert (live.ca_file, live.tls_verify) == (ca_file, False)
+    assert (live.ca_file, live.tls_verify) == (ca_file, True)
     assert rec.max_moment_bytes == 1024
     assert (kafka.security_protocol, kafka.sasl_mechanism) == ("SASL_PLAINTEXT", "SCRAM-SHA-256")
     assert (kafka.sasl_username, kafka.sasl_password) == ("alice", Secret("sasl-pw"))
@@ -827,9 +827,10 @@ FILE_SETTINGS = [
 
 
 def _with_tls(environ: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    """Make the Kafka file settings legal to combine, so only the file check itself can fail."""
+    """Make the file settings legal to combine, so only the file check itself can fail."""
     return {
         **environ,
+        "HIGHLIGHT_LIVE_URL": "https://live.example.com/common_access",
         "HIGHLIGHT_KAFKA_SECURITY_PROTOCOL": "SSL",
         "HIGHLIGHT_KAFKA_SSL_CERTFILE": environ.get("HIGHLIGHT_KAFKA_SSL_CERTFILE", _file(tmp_path, "cert.pem")),
     }
@@ -1045,6 +1046,52 @@ def test_invalid_kafka_security_combinations_are_one_clear_line(
     assert "\n" not in got
     for secret in ("sasl-s3cr3t", "key-s3cr3t"):
         assert secret not in got
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        pytest.param(
+            {"HIGHLIGHT_LIVE_URL": "https://live.example.com/common_access", "HIGHLIGHT_LIVE_TLS_VERIFY": "false"},
+            "HIGHLIGHT_LIVE_CA_FILE is set but HIGHLIGHT_LIVE_TLS_VERIFY=false verifies no certificate, so it would "
+            "be ignored; set HIGHLIGHT_LIVE_TLS_VERIFY=true to verify against it, or unset HIGHLIGHT_LIVE_CA_FILE",
+            id="ca-file-without-verification",
+        ),
+        pytest.param(
+            {"HIGHLIGHT_LIVE_URL": "http://live.example.com/common_access"},
+            "HIGHLIGHT_LIVE_CA_FILE is set but the Live URL http://live.example.com/common_access is not https, so "
+            "it would be ignored; set HIGHLIGHT_LIVE_URL to the https endpoint, or unset HIGHLIGHT_LIVE_CA_FILE",
+            id="ca-file-with-http-url",
+        ),
+        pytest.param(
+            {},
+            "HIGHLIGHT_LIVE_CA_FILE is set but the Live URL http://fcgi.video.qcloud.com/common_access is not https, "
+            "so it would be ignored; set HIGHLIGHT_LIVE_URL to the https endpoint, or unset HIGHLIGHT_LIVE_CA_FILE",
+            id="ca-file-with-live-tape-starts-default-http-url",
+        ),
+    ],
+)
+def test_a_live_ca_file_that_would_never_be_read_is_one_clear_line(
+    overrides: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    # An ignored CA bundle is an operator who believes the endpoint is pinned when it is not.
+    got = _error({**REQUIRED, "HIGHLIGHT_LIVE_CA_FILE": _file(tmp_path, "live-ca.pem"), **overrides})
+    assert got == message
+
+
+@pytest.mark.parametrize("api", ["create_record", "create_live_record"])
+def test_a_live_ca_file_is_kept_for_the_https_defaults_and_an_https_url(api: str, tmp_path: Path) -> None:
+    ca_file = _file(tmp_path, "live-ca.pem")
+    credentials = {
+        "HIGHLIGHT_SECRET_ID": "AKIDexample",
+        "HIGHLIGHT_SECRET_KEY": "tencent-secret-key",
+        "HIGHLIGHT_REGION": "gz",
+        "HIGHLIGHT_DOMAIN_NAME": "push.example.com",
+    }
+    cloud = {"HIGHLIGHT_LIVE_API": api, **credentials, "HIGHLIGHT_LIVE_CA_FILE": ca_file}
+    assert config.load({**REQUIRED, **cloud}).live.ca_file == ca_file
+    https = {"HIGHLIGHT_LIVE_URL": "HTTPS://live.example.com/common_access", "HIGHLIGHT_LIVE_CA_FILE": ca_file}
+    assert config.load({**REQUIRED, **https}).live.ca_file == ca_file
 
 
 # --- no secret reaches a repr ---------------------------------------------------------------------

@@ -15,7 +15,8 @@ Where things live:
   library errors: `live` (aiohttp), `kafka/` (aiokafka: client, partitions, producer, group consumer, changelog
   reader; `kafka_records` reads batches aiokafka refuses, `topics` waits for and prepares the topics);
   `broker`: the embedded broker for the demo, tests and bench;
-- around it: `cli`, `config` (+ `config_table`), `errors`, `logs`, `metrics`, `ops`, `schemas`;
+- around it: `cli`, `config/` (the settings table, loading, checks), `errors`, `logs`, `metrics`, `ops`,
+  `schemas`;
 - tools around the recorder: `simulator/` (`highlight simulate-live`) and `demo/` (`highlight demo`).
 """
 

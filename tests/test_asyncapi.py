@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 import highlight
-from highlight.config_table import SETTINGS
+from highlight.config import SETTINGS
 from highlight.dead_letters import DEAD_LETTER_REASONS, DLQ_REASON_HEADER
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from highlight import config, config_table
+from highlight import config
 from highlight.config import DEFAULT_LIVE_URLS, ENV_DEFAULTS, LIVE_APIS, Secret, Settings
+from highlight.config.setting import COMMANDS, _choice
 from highlight.errors import ConfigError
 
 REQUIRED = {"HIGHLIGHT_LIVE_APPID": "1234", "HIGHLIGHT_LIVE_KEY": "s3cr3t-live-key"}
@@ -476,7 +477,7 @@ def test_flags_can_supply_the_required_settings() -> None:
     assert (settings.live.appid, settings.live.key) == ("77", Secret("k"))
 
 
-@pytest.mark.parametrize("command", config_table.COMMANDS)
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_setting_of_a_command_has_one_flag_and_no_other_setting_has_one(command: str) -> None:
     parser = argparse.ArgumentParser()
     config.add_arguments(parser, command)
@@ -489,7 +490,7 @@ def test_every_setting_of_a_command_has_one_flag_and_no_other_setting_has_one(co
 
 
 def test_every_setting_is_read_by_some_command() -> None:
-    assert {s.env for c in config_table.COMMANDS for s in config.settings_of(c)} == set(ENV_DEFAULTS)
+    assert {s.env for c in COMMANDS for s in config.settings_of(c)} == set(ENV_DEFAULTS)
 
 
 # --- the key is secret ----------------------------------------------------------------------------
@@ -761,14 +762,14 @@ def test_tls_verify_accepts_exactly_the_bool_words(raw: str) -> None:
 def test_choices_are_read_in_any_case_and_stored_canonically(choice: str, data: st.DataObject) -> None:
     upper = data.draw(st.lists(st.booleans(), min_size=len(choice), max_size=len(choice)))
     mixed = "".join(c.upper() if up else c.lower() for c, up in zip(choice, upper, strict=True))
-    assert config_table._choice(*config.KAFKA_SASL_MECHANISMS, *config.KAFKA_SECURITY_PROTOCOLS)(mixed) == choice
+    assert _choice(*config.KAFKA_SASL_MECHANISMS, *config.KAFKA_SECURITY_PROTOCOLS)(mixed) == choice
 
 
 def test_a_non_ascii_look_alike_is_not_a_choice() -> None:
     # U+212A KELVIN SIGN lower()s to an ASCII k.
     assert "HIGHLIGHT_LOG_LEVEL" in _error({**REQUIRED, "HIGHLIGHT_LOG_LEVEL": "\u212a"})
     with pytest.raises(ValueError, match="must be one of"):
-        config_table._choice("k")("\u212a")
+        _choice("k")("\u212a")
 
 
 @pytest.mark.parametrize(("raw", "value"), [("1", 1), ("16777216", 16 * 1024 * 1024), (" 4096 ", 4096)])

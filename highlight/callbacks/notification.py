@@ -16,9 +16,10 @@ from typing import Any
 
 import orjson
 
+from highlight.config.setting import MAX_NOTIFICATION_BYTES
 from highlight.signing import verify
 
-MAX_BODY_BYTES = 64 * 1024
+MAX_BODY_BYTES = MAX_NOTIFICATION_BYTES
 RECORDING_FILE = 100
 # The documented event types; a metric label names one of these, `other`, or `unknown` (unreadable body).
 EVENT_TYPES = {

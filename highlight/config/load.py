@@ -1,179 +1,25 @@
-"""Configuration, built once: environment, then the command's `--flags` on top, into frozen dataclasses.
-
-Nothing else in the package reads `os.environ`. Each setting is declared once in `highlight.config_table`; the
-CLI builds its flags and `--help` from the same table, so a name cannot drift between the two. Each command
-reads only its own settings (`load` for `highlight run`, `load_receiver` for `highlight callbacks`): the
-receiver neither asks for the Live API's credentials nor trips over them.
-"""
+"""Loading: environment, then the command's `--flags` on top, parsed by the table and checked across settings."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from highlight.budget import Limits
-from highlight.callbacks.notification import MAX_BODY_BYTES
-from highlight.config_checks import check_kafka_security, check_live_tls
-from highlight.config_table import (
-    CALLBACKS,
-    DEFAULT_LIVE_URLS,
-    ENV_DEFAULTS,
-    KAFKA_SASL_MECHANISMS,
-    KAFKA_SECURITY_PROTOCOLS,
-    LIVE_APIS,
-    MAX_MOMENT_BYTES_LIMIT,
-    REQUEST_HEADROOM_BYTES,
-    RUN,
-    SETTINGS,
-    Setting,
-    add_arguments,
-    settings_of,
+from highlight.config.checks import check_kafka_security, check_live_tls
+from highlight.config.setting import CALLBACKS, DEFAULT_LIVE_URLS, MAX_NOTIFICATION_BYTES, REQUEST_HEADROOM_BYTES, RUN
+from highlight.config.settings import (
+    CallbackSettings,
+    KafkaSettings,
+    LiveSettings,
+    ReceiverSettings,
+    RecorderSettings,
+    Secret,
+    Settings,
 )
+from highlight.config.table import SETTINGS, settings_of
 from highlight.errors import ConfigError
-
-__all__ = [
-    "CALLBACKS",
-    "DEFAULT_LIVE_URLS",
-    "ENV_DEFAULTS",
-    "KAFKA_SASL_MECHANISMS",
-    "KAFKA_SECURITY_PROTOCOLS",
-    "LIVE_APIS",
-    "MAX_MOMENT_BYTES_LIMIT",
-    "RUN",
-    "SETTINGS",
-    "CallbackSettings",
-    "KafkaSettings",
-    "Limits",
-    "LiveSettings",
-    "ReceiverSettings",
-    "RecorderSettings",
-    "Secret",
-    "Setting",
-    "Settings",
-    "add_arguments",
-    "load",
-    "load_receiver",
-    "settings_of",
-]
-
-
-class Secret:
-    """A value that must never reach a log line or a repr."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-
-@dataclass(frozen=True, slots=True)
-class KafkaSettings:
-    bootstrap_servers: str
-    moments_topic: str
-    results_topic: str
-    dlq_topic: str
-    state_topic: str
-    repartition_topic: str
-    group_id: str
-    group_instance_id: str | None
-    auto_offset_reset: str
-    session_timeout_ms: int
-    takeover_margin_seconds: float
-    fetch_max_wait_ms: int
-    max_request_bytes: int
-    startup_timeout_seconds: float
-    security_protocol: str
-    sasl_mechanism: str | None
-    sasl_username: str | None
-    sasl_password: Secret | None
-    ssl_cafile: str | None
-    ssl_certfile: str | None
-    ssl_keyfile: str | None
-    ssl_key_password: Secret | None
-    callbacks_topic: str
-    clips_topic: str
-
-
-@dataclass(frozen=True, slots=True)
-class LiveSettings:
-    api: str
-    url: str
-    appid: str | None
-    key: Secret | None
-    secret_id: str | None
-    secret_key: Secret | None
-    region: str | None
-    signature_method: str
-    app_name: str
-    domain_name: str | None
-    timeout_seconds: float
-    max_attempts: int
-    retry_delay_seconds: float
-    max_rps: float
-    ca_file: str | None
-    tls_verify: bool
-
-
-@dataclass(frozen=True, slots=True)
-class RecorderSettings:
-    record_seconds: int
-    bucket_seconds: int
-    max_event_age_seconds: int
-    max_in_flight: int
-    drain_timeout_seconds: float
-    max_moment_bytes: int
-    max_unprocessable_in_a_row: int
-    dedup_mode: str
-    min_cover_seconds: int
-    clip_wait_seconds: int
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """What `highlight run` reads."""
-
-    kafka: KafkaSettings
-    live: LiveSettings
-    recorder: RecorderSettings
-    metrics_port: int
-    log_format: str
-    log_level: str
-    # The account's limits, spent as a budget (highlight.budget).
-    budget: Limits
-
-
-@dataclass(frozen=True, slots=True)
-class CallbackSettings:
-    key: Secret
-    port: int
-    grace_seconds: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiverSettings:
-    """What `highlight callbacks` reads. Its `kafka` holds the table's defaults for what only `run` reads."""
-
-    kafka: KafkaSettings
-    callbacks: CallbackSettings
-    metrics_port: int
-    log_format: str
-    log_level: str
 
 
 def load(environ: Mapping[str, str], flags: argparse.Namespace | None = None, *, uses_live: bool = True) -> Settings:
@@ -199,12 +45,12 @@ def load_receiver(environ: Mapping[str, str], flags: argparse.Namespace | None =
     kafka = _kafka(values)
     if kafka.callbacks_topic == kafka.moments_topic:
         raise ConfigError("HIGHLIGHT_MOMENTS_TOPIC and HIGHLIGHT_CALLBACKS_TOPIC must differ")
-    if kafka.max_request_bytes < MAX_BODY_BYTES + REQUEST_HEADROOM_BYTES:
+    least = MAX_NOTIFICATION_BYTES + REQUEST_HEADROOM_BYTES
+    if kafka.max_request_bytes < least:
         # A notification the receiver takes must fit in one request, or Live would be answered 503 for ever.
         raise ConfigError(
-            f"HIGHLIGHT_KAFKA_MAX_REQUEST_BYTES ({kafka.max_request_bytes}) must be at least "
-            f"{MAX_BODY_BYTES + REQUEST_HEADROOM_BYTES} for the receiver: a notification of up to {MAX_BODY_BYTES} "
-            "bytes, with its key, must fit in one request"
+            f"HIGHLIGHT_KAFKA_MAX_REQUEST_BYTES ({kafka.max_request_bytes}) must be at least {least} for the "
+            f"receiver: a notification of up to {MAX_NOTIFICATION_BYTES} bytes, with its key, must fit in one request"
         )
     check_kafka_security(values)
     return ReceiverSettings(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from highlight.config_table import KAFKA_SASL_MECHANISMS
+from highlight.config.setting import KAFKA_SASL_MECHANISMS
 from highlight.errors import ConfigError
 
 _SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})

@@ -17,6 +17,8 @@ import orjson
 from highlight.simulator import LiveSimulator
 from tests.harness import Names, by_event, results, spawn
 
+_NOT_IN_STORY = frozenset({"timestamp", "event", "level", "logger", "processed_at", "latency_ms"})
+
 
 class Processes:
     """The `highlight run` processes of one test, each logging to `<directory>/<name>.log`.
@@ -48,6 +50,19 @@ class Processes:
                 with contextlib.suppress(orjson.JSONDecodeError):
                     found.append(orjson.loads(raw))
         return found
+
+    def story(self, names: Iterable[str]) -> str:
+        """Every instance's log lines merged in time order, one short line each, for a failure report: CI keeps
+        no files, so what a rare failure leaves behind is what the report prints. Duplicates are left out."""
+        merged = []
+        for name in names:
+            for line in self.lines(name):
+                if line.get("status") == "duplicate":
+                    continue
+                stamp = str(line.get("timestamp", ""))[11:23]
+                rest = " ".join(f"{k}={v}" for k, v in line.items() if k not in _NOT_IN_STORY)
+                merged.append((stamp, f"{stamp} {name} {line.get('event')} {rest}"))
+        return "\n".join(text for _, text in sorted(merged))
 
     async def kill(self, process: subprocess.Popen[bytes]) -> int:
         process.send_signal(signal.SIGKILL)
@@ -138,8 +153,20 @@ def assert_no_key_called_twice(
             assert key_of_task[str(call.task_id)][0] == call.channel_id
             continue
         window = (call.channel_id, call.start_time)
-        assert cut_off[window] > 0, f"a call no key accounts for (a second call of a key?): {window}"
+        assert cut_off[window] > 0, (
+            f"a call no key accounts for (a second call of a key?): {window}, task {call.task_id}; the channel's "
+            f"keys: {_answers_of(keyed, call.channel_id)}"
+        )
         cut_off[window] -= 1
     calls = Counter(str(call.task_id) for call in simulator.calls)
     assert all(calls[task] == 1 for task in key_of_task), "each recording was made by exactly one call"
     return keyed
+
+
+def _answers_of(keyed: Mapping[tuple[str, int], list[dict[str, Any]]], channel_id: str) -> dict[int, set[str]]:
+    """Per bucket of a channel, its distinct answers as `status task_id start_time`."""
+    return {
+        key[1]: {f"{d['status']} {d.get('task_id')} {d['start_time']}" for d in answers}
+        for key, answers in sorted(keyed.items())
+        if key[0] == channel_id
+    }

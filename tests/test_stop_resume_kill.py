@@ -80,9 +80,13 @@ async def test_a_flood_on_one_channel_survives_its_owners_stopped_resumed_and_ki
             await flooder
         got = await all_answered(bootstrap, names, {m["event_id"] for m in sent}, timeout=90)
 
-    for name in members:
-        assert "Traceback" not in instances.log(name), name
-    answers = assert_no_key_called_twice(got.values(), simulator)
+    try:
+        for name in members:
+            assert "Traceback" not in instances.log(name), name
+        answers = assert_no_key_called_twice(got.values(), simulator)
+    except AssertionError:
+        print(instances.story(members))  # the failure report shows what the instances did, in time order
+        raise
     assert len(answers) >= 5, "the flood spans several keys"
 
 

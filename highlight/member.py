@@ -293,8 +293,7 @@ class Member(RebalanceHandler):
             if not offsets:
                 return
             try:
-                async with asyncio.timeout(COMMIT_TIMEOUT_SECONDS):
-                    await self._consumer.commit(offsets)
+                await self._consumer.commit(offsets, timeout=COMMIT_TIMEOUT_SECONDS)
             except (HighlightError, TimeoutError) as exc:
                 # Not fatal: the offsets stay uncommitted and their moments are answered again from state.
                 self.metrics.commit_failures.inc()

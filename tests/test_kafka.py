@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from contextlib import aclosing
 
+import aiokafka.errors
+import pytest
+
 from highlight.kafka import ChangelogReader, Partition, Record
+from highlight.kafka.group import GroupConsumer, RebalanceHandler
+from highlight.lease import Lease
 from highlight.topics import topic_partitions
 from tests.harness import Names, create_topics, produce, settings_for
 
@@ -62,3 +69,51 @@ async def test_topic_partitions_counts_existing_topics_and_creates_no_missing_on
     kafka = settings_for(bootstrap, names, NO_LIVE_API).kafka
     assert await topic_partitions(kafka, [names.moments, names.dlq, names.state]) == {names.moments: 3, names.dlq: 1}
     assert await topic_partitions(kafka, [names.state]) == {}, "asking did not create it"
+
+
+class _ShieldedCommit:
+    """aiokafka's `commit` as it is built (aiokafka 0.14): the request runs in a task of its own under
+    `asyncio.shield`, here one that fails once released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def commit(self, offsets: object) -> None:
+        async def request() -> None:
+            await self.release.wait()
+            raise aiokafka.errors.UnknownMemberIdError("refused late")
+
+        await asyncio.shield(request())
+
+
+async def test_a_commit_past_its_timeout_is_left_to_end_and_its_refusal_is_never_an_unretrieved_error(
+    bootstrap: str, names: Names
+) -> None:
+    loop = asyncio.get_running_loop()
+    unretrieved: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    try:
+        # What cancelling aiokafka's commit does (an `asyncio.timeout` around it): its request's error is lost.
+        shielded = _ShieldedCommit()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await shielded.commit({})
+        shielded.release.set()
+        await asyncio.sleep(0.01)
+        gc.collect()
+        assert [c["message"] for c in unretrieved] == ["Task exception was never retrieved"], "the hazard is real"
+        unretrieved.clear()
+
+        kafka = settings_for(bootstrap, names, NO_LIVE_API).kafka
+        consumer = GroupConsumer(kafka, [names.moments], RebalanceHandler(), Lease(6.0))
+        late = _ShieldedCommit()
+        unused, consumer._consumer = consumer._consumer, late  # the commit path only: no group is joined
+        await unused.stop()
+        with pytest.raises(TimeoutError):
+            await consumer.commit({Partition(names.moments, 0): 1}, timeout=0.05)
+        late.release.set()
+        await consumer.stop()  # waits for the commit left running
+        gc.collect()
+        assert unretrieved == []
+    finally:
+        loop.set_exception_handler(None)

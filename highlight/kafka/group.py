@@ -3,6 +3,7 @@ the group coordinator answers fed to the lease (`highlight.lease`)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ from aiokafka.protocol.group import HeartbeatRequest, JoinGroupRequest, LeaveGro
 
 from highlight import kafka_records
 from highlight.config import KafkaSettings
-from highlight.kafka.client import CLIENT_ID, _close_within, broker_errors, client_options
+from highlight.kafka.client import CLIENT_ID, CLOSE_TIMEOUT_SECONDS, _close_within, broker_errors, client_options
 from highlight.kafka.partitions import Partition, Record, _record
 from highlight.lease import FenceReason, Lease, Membership
 
@@ -126,6 +127,8 @@ class GroupConsumer:
             **client_options(settings),
         )
         self._started = False
+        # Commits that outlived their caller's timeout: each ends on its own (see `commit`).
+        self._commits: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         async with broker_errors("consumer start"):
@@ -145,6 +148,9 @@ class GroupConsumer:
         if self._started:
             self._started = False
             await _close_within(self._consumer.stop(), "consumer")
+        if self._commits:
+            # A stopped consumer fails what it still had to commit at once; each outcome is retrieved as it ends.
+            await asyncio.wait(self._commits, timeout=CLOSE_TIMEOUT_SECONDS)
 
     async def fetch(
         self, timeout_ms: int, max_records: int, partitions: Iterable[Partition] | None = None
@@ -178,11 +184,32 @@ class GroupConsumer:
             if tp in assigned:
                 self._consumer.seek(tp, offset)
 
-    async def commit(self, offsets: dict[Partition, int]) -> None:
+    async def commit(self, offsets: dict[Partition, int], *, timeout: float) -> None:  # noqa: ASYNC109 -- the commit must never be cancelled, so no cancellation scope can bound it
+        """Commit `offsets`; `TimeoutError` if the brokers have not answered within `timeout` seconds.
+
+        The commit itself is never cancelled. aiokafka commits in a shielded task of its own, and a cancelled shield
+        leaves that task's error unretrieved (asyncio then logs a traceback: a member stalled past its session, say,
+        whose late commit is refused). So it runs in a task of ours that a timeout leaves running; its outcome is
+        retrieved whenever it comes, and `stop()` waits for it.
+        """
         if not offsets:
             return
+        commit = asyncio.ensure_future(self._commit(offsets))
+        self._commits.add(commit)
+        commit.add_done_callback(self._commit_ended)
+        await asyncio.wait({commit}, timeout=timeout)
+        if not commit.done():
+            raise TimeoutError
+        commit.result()
+
+    async def _commit(self, offsets: dict[Partition, int]) -> None:
         async with broker_errors("commit"):
             await self._consumer.commit({aiokafka.TopicPartition(*p): offset for p, offset in offsets.items()})
+
+    def _commit_ended(self, commit: asyncio.Future[None]) -> None:
+        self._commits.discard(commit)
+        if not commit.cancelled():
+            commit.exception()  # retrieved: a caller that timed out has counted the commit as failed already
 
     def highwater(self, partition: Partition) -> int | None:
         """The partition's high-water mark as last seen in a fetch response; None before one, or if not assigned.

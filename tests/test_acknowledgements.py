@@ -9,13 +9,12 @@ from typing import Any
 
 import pytest
 
-from highlight.broker import EmbeddedBroker, free_port
 from highlight.dedup import Entry, Phase, encode_entry, encode_key
+from highlight.kafka import CLIENT_ID
 from highlight.moment import bucket_of, parse_rfc3339
 from highlight.service import Service
 from highlight.simulator import LiveSimulator
 from tests.harness import (
-    AckStall,
     Names,
     committed_offset,
     create_topics,
@@ -25,21 +24,16 @@ from tests.harness import (
     settings_for,
     wait_until,
 )
+from tests.kafka_proxy import AckStall, proxied_broker
 
 MOMENTS = 40
 
 
 @pytest.fixture
 async def proxied() -> AsyncIterator[tuple[str, AckStall]]:
-    """A broker of its own that every client reaches through the proxy."""
-    proxy_port, broker_port = free_port(), free_port()
-    stall = AckStall(broker_port)
-    await stall.start(proxy_port)
-    try:
-        with EmbeddedBroker(port=broker_port, advertised_port=proxy_port):
-            yield f"127.0.0.1:{proxy_port}", stall
-    finally:
-        await stall.close()
+    """A broker of its own that every client reaches through the proxy, and a stall of the service's answers."""
+    async with proxied_broker() as kafka:
+        yield kafka.bootstrap, kafka.ack_stall(CLIENT_ID)
 
 
 async def duplicates_only(bootstrap: str, names: Names) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from highlight.errors import HighlightError
+from highlight.errors import Fenced, HighlightError
 from highlight.lease import Lease, Membership, Release, takeover
 from highlight.metrics import Metrics
 from highlight.state import RestoreReport, StateStore
@@ -71,22 +71,38 @@ class Handovers:
             self._metrics.takeovers.labels(handover.value).inc()
             if wait > 0:
                 waits[index] = wait
-        in_doubt = await self._state.resolve_intents(indexes - waits.keys())
+        now = indexes - waits.keys()
+        try:
+            # Claimed before anything is decided there, in_doubt answers included: from the claim on, a stalled
+            # earlier owner's late writes do not count.
+            await self._state.claim(now, membership, self._lease, wait=False)
+        except Fenced:
+            # A rebalance is on its way: wait as if the index had not been handed over cleanly (the revoke that
+            # follows cancels the waits; if the indexes stay ours, they are claimed after it).
+            log.info("partition_claim_fenced", partitions=sorted(now))
+            waits |= dict.fromkeys(now, self._full_wait)
+            now = set()
+        in_doubt = await self._state.resolve_intents(now)
         for index, wait in waits.items():
-            task = asyncio.create_task(self._wait(index, wait), name=f"takeover:{index}")
+            task = asyncio.create_task(self._wait(index, wait, membership), name=f"takeover:{index}")
             self._waits[index] = (task, time.monotonic() + wait)
         return Takeover(report, in_doubt, waits)
 
-    async def _wait(self, index: int, wait: float) -> None:
-        """Wait out earlier owners' leases, read the state partition to its end again, then hand it on."""
+    async def _wait(self, index: int, wait: float, membership: Membership) -> None:
+        """Wait out earlier owners' leases, read the state partition to its end again, claim it, then hand it on."""
         started = time.monotonic()
         try:
             await asyncio.sleep(wait)
             # Whatever an earlier owner wrote while its lease held is in the log by now, every intent included.
             report = await self._state.restore({index})
+            await self._state.claim({index}, membership, self._lease, wait=True)
             in_doubt = await self._state.resolve_intents({index})
         except asyncio.CancelledError:
             raise
+        except Fenced:
+            # A rebalance is on its way, and its revoke takes the index back; nothing here was decided.
+            log.info("partition_claim_fenced", partitions=[index])
+            return
         except BaseException as exc:
             self._on_error(exc)
             return

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -238,3 +238,63 @@ def takeover(tail: Release | None, generation: int, *, full_wait: float, static:
     if tail is not None and tail.generation == generation - 1:
         return Handover.RELEASED, min(tail.wait_seconds, full_wait)
     return Handover.LEASE_WAIT, full_wait
+
+
+# --- claiming a partition index: which writes count ---------------------------------------------------
+
+# Every record an owner writes to the state topic carries the token of its claim on the index in this header.
+OWNER_HEADER = "highlight.owner"
+# Claim records' keys start so (the rest names the token: every claim is kept by compaction, so the chain holds);
+# a JSON object, as RELEASE_KEY is, so no dedup key (a JSON array) can equal one.
+CLAIM_KEY_PREFIX = b'{"highlight":"claim","owner":"'
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The record a new owner writes to an index's state partition before it decides anything there.
+
+    A stalled owner's writes can land late: put while its lease held, sent only when it wakes, after a new owner
+    has read the log and decided from it. From a claim on, only records carrying the claim's token (`OWNER_HEADER`)
+    count, so such a write can neither undo nor overwrite what the new owner does (a withdrawn intent would make
+    the owner after it call again). A claim counts only if it names the claim it follows (`after`): a stalled
+    owner's late claim names an older one and counts for nothing.
+    """
+
+    owner: str
+    after: str | None
+    generation: int
+    member_id: str
+
+    @property
+    def key(self) -> bytes:
+        return CLAIM_KEY_PREFIX + self.owner.encode() + b'"}'
+
+
+def encode_claim(claim: Claim) -> bytes:
+    return orjson.dumps(
+        {"owner": claim.owner, "after": claim.after, "generation": claim.generation, "member_id": claim.member_id}
+    )
+
+
+def decode_claim(raw: bytes | None) -> Claim:
+    document = orjson.loads(raw or b"null")
+    if not isinstance(document, dict):
+        raise ValueError("a claim record is a JSON object")
+    owner, after = document.get("owner"), document.get("after")
+    generation, member_id = document.get("generation"), document.get("member_id")
+    if (
+        not isinstance(owner, str)
+        or not (after is None or isinstance(after, str))
+        or not isinstance(generation, int)
+        or not isinstance(member_id, str)
+    ):
+        raise ValueError(f"not a claim record: {document!r}")
+    return Claim(owner, after, generation, member_id)
+
+
+def owner_of(headers: Sequence[tuple[str, bytes | None]]) -> bytes | None:
+    """The claim token a state record was written under; None for a record written before claims existed."""
+    for name, value in headers:
+        if name == OWNER_HEADER:
+            return value
+    return None

@@ -10,8 +10,9 @@ index over; they are not dedup entries.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -30,8 +31,22 @@ from highlight.dedup import (
     keep_until,
     recording_span,
 )
+from highlight.errors import Fenced, HighlightError
 from highlight.kafka import ChangelogReader, Partition, Producer
-from highlight.lease import RELEASE_KEY, Release, decode_release, encode_release
+from highlight.lease import (
+    CLAIM_KEY_PREFIX,
+    OWNER_HEADER,
+    RELEASE_KEY,
+    Claim,
+    Lease,
+    Membership,
+    Release,
+    decode_claim,
+    decode_release,
+    encode_claim,
+    encode_release,
+    owner_of,
+)
 from highlight.moment import Moment
 from highlight.recording import MAX_RECORD_SECONDS
 
@@ -43,6 +58,9 @@ EXPIRY_BATCH = 1000
 CALL_SLACK_SECONDS = 600
 # Offsets of our own writes held while a record we did not write lies before them (see `_wrote`).
 MAX_AHEAD = 100_000
+# Claims in a row another claim may overtake before taking an index over fails (each stalled member has at most
+# one claim in flight).
+CLAIM_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +112,12 @@ class StateStore:
         # The record just before each position, if it is a release: how the index was last handed over.
         self._tails: dict[int, Release | None] = {}
         self._kept: set[int] = set()
+        # Per index, the token of the claim that counts, as read in the log (`highlight.lease.Claim`): a record
+        # carrying another token after it is a stalled earlier owner's late write, and is ignored.
+        self._claims: dict[int, bytes] = {}
+        # Per index, the token of our own latest claim: what our writes carry, even after the index is gone (a
+        # write of ours that lands late then carries a token the claim after ours outranks).
+        self._tokens: dict[int, bytes] = {}
 
     def entries(self) -> int:
         return sum(len(table) for table in self._tables.values())
@@ -157,7 +181,11 @@ class StateStore:
     async def put(self, index: int, key: DedupKey, entry: Entry | None) -> None:
         """Durable first (acknowledged by the brokers), then visible; `None` deletes."""
         offset = await self._producer.send(
-            self._topic, None if entry is None else encode_entry(entry), key=encode_key(key), partition=index
+            self._topic,
+            None if entry is None else encode_entry(entry),
+            key=encode_key(key),
+            partition=index,
+            headers=self._owner(index),
         )
         table = self._tables.get(index)
         if table is None:
@@ -176,9 +204,59 @@ class StateStore:
 
     async def write_release(self, index: int, release: Release) -> None:
         """Hand `index` over: after this record, nothing of ours follows until the index is ours again."""
-        offset = await self._producer.send(self._topic, encode_release(release), key=RELEASE_KEY, partition=index)
+        offset = await self._producer.send(
+            self._topic, encode_release(release), key=RELEASE_KEY, partition=index, headers=self._owner(index)
+        )
         if index in self._tables:
             self._wrote(index, offset, release)
+
+    async def claim(self, indexes: set[int], membership: Membership, lease: Lease, *, wait: bool) -> None:
+        """Make restored `indexes` ours before deciding anything there: a claim naming the claim that counts now,
+        then the log read to its end again, so what landed before the claim (late writes included) is in the
+        tables, and what lands after it from anyone else never counts.
+
+        A claim made again, because another overtook ours, is made only under the lease (`Fenced` otherwise): a
+        member that stalled in here and wakes after its successor's claim must not claim again after it. `wait`:
+        wait for the lease to cover every claim, where heartbeats can renew it; inside a rebalance they cannot,
+        and the first claim goes at once there (the assignment has just proved the membership, and a late first
+        claim names a claim that no longer counts).
+        """
+        pending = set(indexes)
+        for attempt in range(CLAIM_ATTEMPTS):
+            if not pending:
+                return
+            if wait:
+                await lease.writable()
+            elif attempt and not lease.may_write():
+                raise Fenced(f"cannot claim state partitions {sorted(pending)} again: the lease ran out")
+            tokens: dict[int, bytes] = {}
+            claims = []
+            for index in sorted(pending):
+                token = secrets.token_hex(8)
+                counting = self._claims.get(index)
+                claim = Claim(
+                    token, None if counting is None else counting.decode(), membership.generation, membership.member_id
+                )
+                # Not passed to `_wrote`: the read below must apply it, so that it counts from here on.
+                claims.append(self._producer.send(self._topic, encode_claim(claim), key=claim.key, partition=index))
+                tokens[index] = token.encode()
+            await asyncio.gather(*claims)
+            await self.restore(pending, catch_up=True)
+            for index, ours in tokens.items():
+                if self._claims.get(index) == ours:
+                    self._tokens[index] = ours
+                    pending.discard(index)
+            if pending:
+                # A stalled owner's claim landed between our read and ours, naming what we named: ours counts for
+                # nothing. Claim again after the one that counts (a stalled member has at most one claim in flight).
+                log.warning("state_claim_overtaken", partitions=sorted(pending))
+        if not pending:
+            return
+        raise HighlightError(f"could not claim state partitions {sorted(pending)}: other claims kept overtaking ours")
+
+    def _owner(self, index: int) -> list[tuple[str, bytes | None]] | None:
+        token = self._tokens.get(index)
+        return None if token is None else [(OWNER_HEADER, token)]
 
     def _wrote(self, index: int, offset: int, release: Release | None) -> None:
         """Move the index's position over our own write, if nothing lies between it and the position."""
@@ -198,8 +276,12 @@ class StateStore:
             position += 1
         self._positions[index] = position
 
-    async def restore(self, indexes: set[int]) -> RestoreReport:
-        """Bring the tables of `indexes` up to the end of the log, as read now (the fetch high-water mark)."""
+    async def restore(self, indexes: set[int], *, catch_up: bool = False) -> RestoreReport:
+        """Bring the tables of `indexes` up to the end of the log, as read now (the fetch high-water mark).
+
+        `catch_up`: a short read after one already made; indexes, and the budget, are rebuilt only where it
+        changed an entry.
+        """
         started = time.perf_counter()
         now = self._clock()
         fresh = indexes - self._tables.keys()
@@ -207,11 +289,39 @@ class StateStore:
             self._tables[index] = {}
             self._positions.pop(index, None)
             self._tails.pop(index, None)
+            self._claims.pop(index, None)
         starts = {Partition(self._topic, i): self._positions.get(i, 0) for i in indexes}
+        changed: set[int] = set()
+        claims = self._claims
 
-        def apply(partition: Partition, raw_key: bytes | None, raw_value: bytes | None) -> None:
+        def apply(
+            partition: Partition,
+            raw_key: bytes | None,
+            raw_value: bytes | None,
+            headers: Sequence[tuple[str, bytes | None]] = (),
+        ) -> None:
             index = partition.partition
             tail: Release | None = None
+            counting = claims.get(index)
+            if raw_key is not None and raw_key.startswith(CLAIM_KEY_PREFIX):
+                try:
+                    claim = decode_claim(raw_value)
+                except ValueError:
+                    log.warning("state_claim_unreadable", partition=index, value=(raw_value or b"")[:100])
+                    return
+                if counting is None or (claim.after is not None and claim.after.encode() == counting):
+                    claims[index] = claim.owner.encode()
+                    self._tails[index] = None
+                else:
+                    log.info("state_late_claim_ignored", partition=index, member_id=claim.member_id)
+                return
+            if counting is not None and headers:
+                owner = owner_of(headers)
+                if owner is not None and owner != counting:
+                    # Put by an owner before a later claim, sent only after it (a stalled member woken).
+                    log.info("state_late_write_ignored", partition=index, reason="earlier_owner")
+                    return
+            changed.add(index)
             if raw_key == RELEASE_KEY:
                 try:
                     tail = decode_release(raw_value)
@@ -245,11 +355,12 @@ class StateStore:
         for partition, end in ends.items():
             self._positions[partition.partition] = end
             self._advance(partition.partition)
-        for index in indexes:
+        rebuilt = indexes & changed if catch_up else indexes
+        for index in rebuilt:
             self._reindex(index)
         if self._budget is not None:
             # Intents count as recordings, as the in_doubt they may become does (`resolve_intents`).
-            for index in indexes:
+            for index in rebuilt:
                 charges = self._charges(index) if self._budget.tracking else []
                 self._budget.restore(index, charges, self._clock())
         self._kept -= indexes
@@ -297,6 +408,7 @@ class StateStore:
     def _drop(self, index: int) -> None:
         self._tables.pop(index, None)
         self._positions.pop(index, None)
+        self._claims.pop(index, None)
         self._channels.pop(index, None)
         self._ahead.pop(index, None)
         self._tails.pop(index, None)

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from highlight.dedup import DedupKey, Entry, Phase, encode_entry, encode_key
 from highlight.kafka import Partition
-from highlight.lease import Release
+from highlight.lease import OWNER_HEADER, Claim, Membership, Release, encode_claim
 from highlight.moment import Moment
 from highlight.recording import format_cst
 from highlight.state import INTENT_MARK, StateStore, _is_intent
-from tests.harness import Names, create_topics, state_store
+from tests.harness import Names, create_topics, held_lease, state_store
 
 texts = st.text(max_size=40)
 
@@ -155,6 +155,83 @@ async def test_a_recordings_entry_still_takes_its_clips_after_it_is_final(bootst
             await producer.send(names.state, encode_entry(entry), key=encode_key(key), partition=0)
         await state.restore({0})
         assert state.get(0, key) == clipped, "the same phase again (a clip added) is the owner's own write"
+
+
+# --- claims: which owner's writes count -----------------------------------------------------------------------
+
+A = Membership(4, "member-a")
+B = Membership(5, "member-b")
+LEASE = held_lease()
+
+
+async def test_after_a_claim_an_earlier_owners_late_writes_count_for_nothing(bootstrap: str, names: Names) -> None:
+    # The earlier owner put these while its lease held and stalled before they left; they land after the next
+    # owner's claim and its own intent. Read by whoever comes next, they must change nothing: the withdrawal
+    # would let the key be called again, and the stale intent would name the wrong window.
+    await create_topics(bootstrap, {names.state: 1})
+    withdrawn, stale, older = live_key("withdrawn"), live_key("stale"), live_key("older-version")
+    theirs = Entry(Phase.INTENT, "e-b", "2026-12-02 13:47:40", "2026-12-02 13:52:40")
+    async with state_store(bootstrap, names) as (earlier, producer):
+        await earlier.restore({0})
+        await earlier.claim({0}, A, LEASE, wait=True)
+        await earlier.put(0, withdrawn, Entry(Phase.INTENT, "e-a", "2026-12-02 13:47:29", "2026-12-02 13:52:29"))
+        async with state_store(bootstrap, names) as (later, _):
+            await later.restore({0})
+            await later.claim({0}, B, LEASE, wait=True)
+            for key in (withdrawn, stale):
+                await later.put(0, key, theirs)
+            # Late: the earlier owner's writes, sent only now.
+            await earlier.put(0, withdrawn, None)
+            await earlier.put(0, stale, Entry(Phase.INTENT, "e-a", "2026-12-02 13:47:29", "2026-12-02 13:52:29"))
+            # A member of a version before claims writes without a token: it counts, as it always did.
+            await producer.send(names.state, encode_entry(theirs), key=encode_key(older), partition=0)
+        async with state_store(bootstrap, names) as (next_owner, _):
+            await next_owner.restore({0})
+            assert next_owner.get(0, withdrawn) == theirs, "a late withdrawal undoes nothing"
+            assert next_owner.get(0, stale) == theirs, "a late intent overwrites nothing"
+            assert next_owner.get(0, older) == theirs
+            assert await next_owner.resolve_intents({0}) == 3
+
+
+async def test_a_late_claim_naming_an_older_claim_counts_for_nothing(bootstrap: str, names: Names) -> None:
+    await create_topics(bootstrap, {names.state: 1})
+    key = live_key("claimed")
+    entry = Entry(Phase.FAILED, "e-b")
+    async with state_store(bootstrap, names) as (first, producer):
+        await first.restore({0})
+        await first.claim({0}, A, LEASE, wait=True)
+        first_token = first._tokens[0].decode()
+        async with state_store(bootstrap, names) as (owner, _):
+            await owner.restore({0})
+            await owner.claim({0}, B, LEASE, wait=True)
+            # A member that read the first claim and stalled as its own claim left: it lands now, naming the first.
+            late = Claim("zombie", first_token, A.generation, "member-zombie")
+            await producer.send(names.state, encode_claim(late), key=late.key, partition=0)
+            await producer.send(
+                names.state, None, key=encode_key(key), partition=0, headers=[(OWNER_HEADER, b"zombie")]
+            )
+            await owner.put(0, key, entry)
+    async with state_store(bootstrap, names) as (reader, _):
+        await reader.restore({0})
+        assert reader.get(0, key) == entry, "the owner's write still counts after the late claim"
+        assert reader._claims[0] == owner._tokens[0]
+
+
+async def test_a_claim_overtaken_by_a_late_claim_is_made_again_after_it(bootstrap: str, names: Names) -> None:
+    await create_topics(bootstrap, {names.state: 1})
+    key = live_key("overtaken")
+    entry = Entry(Phase.FAILED, "e")
+    async with state_store(bootstrap, names) as (owner, _), state_store(bootstrap, names) as (zombie, _):
+        await owner.restore({0})
+        await zombie.restore({0})
+        # The zombie's claim lands between the owner's read and the owner's claim, naming the same predecessor.
+        await zombie.claim({0}, A, LEASE, wait=True)
+        await owner.claim({0}, B, LEASE, wait=True)
+        await owner.put(0, key, entry)
+        await zombie.put(0, key, None)
+    async with state_store(bootstrap, names) as (reader, _):
+        await reader.restore({0})
+        assert reader.get(0, key) == entry
 
 
 # --- the candidates of a moment -------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import pytest
 
 from highlight.dedup import decode_key
 from highlight.kafka import home_partition
-from highlight.lease import RELEASE_KEY
+from highlight.lease import CLAIM_KEY_PREFIX, RELEASE_KEY
 from highlight.simulator import LiveSimulator
 from tests.harness import (
     Names,
@@ -202,7 +202,7 @@ async def test_stopped_members_woken_after_a_takeover_call_nothing_answer_nothin
     assert len(waits) >= len(owned["zombie-1"] | owned["zombie-2"]), waits
     assert min(waits) >= 6.0, waits
     assert took_over > 6.0
-    phases = [orjson.loads(r.value)["phase"] for r in state if r.key != RELEASE_KEY and decode_key(r.key) == resp_key]
+    phases = [orjson.loads(r.value)["phase"] for r in _entries(state) if decode_key(r.key) == resp_key]
     assert phases == ["intent", "in_doubt", "started"], "the late outcome landed after the survivor's verdict"
     assert restored is not None
     assert restored.phase.value == "in_doubt", "a final verdict outlives a late write"
@@ -213,9 +213,10 @@ async def test_stopped_members_woken_after_a_takeover_call_nothing_answer_nothin
     assert orjson.loads(last[ack_key])["phase"] == "in_doubt"
 
 
+def _entries(records: list[Any]) -> list[Any]:
+    """The state records that are dedup entries: not the owners' release and claim records."""
+    return [r for r in records if r.key != RELEASE_KEY and not r.key.startswith(CLAIM_KEY_PREFIX)]
+
+
 def _last_entries(records: list[Any]) -> dict[tuple[str, int], bytes | None]:
-    last: dict[tuple[str, int], bytes | None] = {}
-    for record in records:
-        if record.key != RELEASE_KEY:
-            last[decode_key(record.key)] = record.value
-    return last
+    return {decode_key(record.key): record.value for record in _entries(records)}

@@ -48,11 +48,12 @@ class ChangelogReader:
     async def read(
         self,
         partitions: Sequence[Partition],
-        apply: Callable[[Partition, bytes | None, bytes | None], None],
+        apply: Callable[[Partition, bytes | None, bytes | None, Sequence[tuple[str, bytes | None]]], None],
         start_offsets: dict[Partition, int] | None = None,
     ) -> tuple[int, dict[Partition, int]]:
         """Feed every record from the start offset (default: the beginning) to the end to
-        `apply(partition, key, value)`, in log order. Returns how many were read and where each partition ended.
+        `apply(partition, key, value, headers)`, in log order. Returns how many were read and where each partition
+        ended.
         """
         if not partitions:
             return 0, {}
@@ -74,7 +75,7 @@ class ChangelogReader:
                 for tp, messages in batches.items():
                     partition = Partition(tp.topic, tp.partition)
                     for message in messages:
-                        apply(partition, message.key, message.value)
+                        apply(partition, message.key, message.value, message.headers)
                     read += len(messages)
                 for tp in list(pending):
                     if await self._caught_up(tp, fetched=bool(batches.get(tp))):

@@ -20,6 +20,10 @@ its end. Every earlier owner's lease has run out by then (its last proof was sen
 took the partition away was formed, and a lease lasts half a session), so every intent whose call may have been
 started is in what the new owner reads, and it answers `in_doubt` for those keys instead of calling.
 
+What a stalled owner had already queued can still land after the new owner has read the log: the new owner
+therefore claims the index first (`Claim`), and records put under an earlier claim that land after it count for
+nothing when the state is read.
+
 A clean handover needs no wait: the owner that gave the index up drained it and then wrote a *release* record
 to its state partition. A new owner trusts it only when it is the partition's last record and comes from the
 generation just before its own: from an older one, some owner in between may have held the index without
@@ -140,6 +144,11 @@ class Lease:
         if sent_at is None:
             return float("-inf")
         return sent_at + self.length - self._clock()
+
+    @property
+    def fence(self) -> FenceReason | None:
+        """Why no call may start until the next assignment, if the coordinator has said so."""
+        return self._fence
 
     @property
     def lost(self) -> bool:

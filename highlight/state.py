@@ -3,8 +3,9 @@
 A record for a key of channel c goes to the state partition with c's home index, so the member that owns
 moments partition i restores exactly state partition i. The budget's counts (`highlight.budget`) are derived
 from the same entries: every write and every restore tells it what each entry charges.
-The partition also carries release records (`highlight.lease`): what an owner writes when it hands the
-index over; they are not dedup entries.
+The partition also carries release and claim records (`highlight.lease`): what an owner writes when it hands the
+index over, and when it takes it over; they are not dedup entries. Every record we write carries our claim's
+token, so a stalled earlier owner's write that lands after a newer claim counts for nothing.
 """
 
 from __future__ import annotations
@@ -218,8 +219,8 @@ class StateStore:
         A claim made again, because another overtook ours, is made only under the lease (`Fenced` otherwise): a
         member that stalled in here and wakes after its successor's claim must not claim again after it. `wait`:
         wait for the lease to cover every claim, where heartbeats can renew it; inside a rebalance they cannot,
-        and the first claim goes at once there (the assignment has just proved the membership, and a late first
-        claim names a claim that no longer counts).
+        and the first claim goes at once there unless the coordinator has fenced us already (the assignment has
+        just proved the membership, and a late first claim names a claim that no longer counts).
         """
         pending = set(indexes)
         for attempt in range(CLAIM_ATTEMPTS):
@@ -227,8 +228,8 @@ class StateStore:
                 return
             if wait:
                 await lease.writable()
-            elif attempt and not lease.may_write():
-                raise Fenced(f"cannot claim state partitions {sorted(pending)} again: the lease ran out")
+            elif lease.fence is not None or (attempt and not lease.may_write()):
+                raise Fenced(f"cannot claim state partitions {sorted(pending)}: the lease does not cover it")
             tokens: dict[int, bytes] = {}
             claims = []
             for index in sorted(pending):

@@ -91,3 +91,26 @@ async def test_a_member_told_it_lost_its_membership_writes_no_release(bootstrap:
         report = await state.restore({0})
     assert report.tails == {0: None}
     assert report.records == 0
+
+
+async def test_indexes_are_claimed_before_anything_is_decided_and_a_fenced_claim_waits_instead(
+    bootstrap: str, names: Names
+) -> None:
+    await create_topics(bootstrap, {names.state: 2})
+    async with state_store(bootstrap, names) as (state, _producer):
+        await state.restore({0, 1})
+        await state.write_release(0, Release(4, "member-a"))
+        await state.write_release(1, Release(4, "member-a"))
+        lease, ready = assigned(5), []
+        taken = await handovers(state, lease, ready).take_over({0}, Membership(5, "member-b"))
+        assert taken.waits == {}
+        assert set(state._tokens) == {0}, "claimed at once: the previous generation released it"
+
+        # Told of a rebalance before the claim: nothing is claimed or decided there; it waits like any takeover.
+        fenced, waiting = assigned(5), []
+        fenced.fenced(FenceReason.REBALANCE)
+        other = handovers(state, fenced, waiting)
+        taken = await other.take_over({1}, Membership(5, "member-b"))
+        assert taken.waits == {1: FULL_WAIT}
+        assert 1 not in state._tokens
+        await other.cancel({1})

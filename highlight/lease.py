@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -299,11 +299,3 @@ def decode_claim(raw: bytes | None) -> Claim:
     ):
         raise ValueError(f"not a claim record: {document!r}")
     return Claim(owner, after, generation, member_id)
-
-
-def owner_of(headers: Sequence[tuple[str, bytes | None]]) -> bytes | None:
-    """The claim token a state record was written under; None for a record written before claims existed."""
-    for name, value in headers:
-        if name == OWNER_HEADER:
-            return value
-    return None

@@ -46,7 +46,6 @@ from highlight.lease import (
     decode_release,
     encode_claim,
     encode_release,
-    owner_of,
 )
 from highlight.moment import Moment
 from highlight.recording import MAX_RECORD_SECONDS
@@ -317,8 +316,9 @@ class StateStore:
                     log.info("state_late_claim_ignored", partition=index, member_id=claim.member_id)
                 return
             if counting is not None and headers:
-                owner = owner_of(headers)
-                if owner is not None and owner != counting:
+                # Ours is a record's only header: read in place, as this runs for every record of a restore.
+                name, owner = headers[0]
+                if name == OWNER_HEADER and owner != counting:
                     # Put by an owner before a later claim, sent only after it (a stalled member woken).
                     log.info("state_late_write_ignored", partition=index, reason="earlier_owner")
                     return

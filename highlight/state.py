@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -24,7 +24,6 @@ from highlight.dedup import (
     Entry,
     Phase,
     decode_entry,
-    decode_key,
     encode_entry,
     encode_key,
     expires_at,
@@ -35,20 +34,18 @@ from highlight.dedup import (
 from highlight.errors import Fenced, HighlightError
 from highlight.kafka import ChangelogReader, Partition, Producer
 from highlight.lease import (
-    CLAIM_KEY_PREFIX,
     OWNER_HEADER,
     RELEASE_KEY,
     Claim,
     Lease,
     Membership,
     Release,
-    decode_claim,
-    decode_release,
     encode_claim,
     encode_release,
 )
 from highlight.moment import Moment
 from highlight.recording import MAX_RECORD_SECONDS
+from highlight.replay import Replay
 
 log = structlog.get_logger("highlight.state")
 
@@ -291,72 +288,20 @@ class StateStore:
             self._tails.pop(index, None)
             self._claims.pop(index, None)
         starts = {Partition(self._topic, i): self._positions.get(i, 0) for i in indexes}
-        changed: set[int] = set()
-        claims = self._claims
-
-        def apply(
-            partition: Partition,
-            raw_key: bytes | None,
-            raw_value: bytes | None,
-            headers: Sequence[tuple[str, bytes | None]] = (),
-        ) -> None:
-            index = partition.partition
-            tail: Release | None = None
-            counting = claims.get(index)
-            if raw_key is not None and raw_key.startswith(CLAIM_KEY_PREFIX):
-                try:
-                    claim = decode_claim(raw_value)
-                except ValueError:
-                    log.warning("state_claim_unreadable", partition=index, value=(raw_value or b"")[:100])
-                    return
-                if counting is None or (claim.after is not None and claim.after.encode() == counting):
-                    claims[index] = claim.owner.encode()
-                    self._tails[index] = None
-                else:
-                    log.info("state_late_claim_ignored", partition=index, member_id=claim.member_id)
-                return
-            if counting is not None and headers:
-                # Ours is a record's only header: read in place, as this runs for every record of a restore.
-                name, owner = headers[0]
-                if name == OWNER_HEADER and owner != counting:
-                    # Put by an owner before a later claim, sent only after it (a stalled member woken).
-                    log.info("state_late_write_ignored", partition=index, reason="earlier_owner")
-                    return
-            changed.add(index)
-            if raw_key == RELEASE_KEY:
-                try:
-                    tail = decode_release(raw_value)
-                except ValueError:
-                    log.warning("state_release_unreadable", partition=index, value=(raw_value or b"")[:100])
-            elif raw_key is not None:
-                table = self._tables[index]
-                try:
-                    key = decode_key(raw_key)
-                    current = table.get(key)
-                    # The key alone decides for every entry inside its bucket's life; only older ones are read.
-                    expired = expires_at(key[1], self._bucket_seconds, self._max_age) <= now
-                    if (
-                        current is not None
-                        and _final_phase(current) not in (None, _final_phase(raw_value))
-                        and not (expired and self._keep_until(key, current) <= now)
-                    ):
-                        # A recording, or in_doubt, is final: no owner writes another phase after it (a clip only
-                        # adds its file). Only a stalled member's write, sent before it stalled and landing after
-                        # a new owner's, can come here.
-                        log.info("state_late_write_ignored", partition=index, channel=key[0], bucket=key[1])
-                    elif raw_value is None or (expired and self._keep_until(key, raw_value) <= now):
-                        table.pop(key, None)
-                    else:
-                        table[key] = raw_value
-                except (ValueError, TypeError):
-                    log.warning("state_record_unreadable", partition=index, key=raw_key[:100])
-            self._tails[index] = tail
-
-        records, ends = await self._reader.read(sorted(starts), apply, starts)
+        replay = Replay(
+            self._tables,
+            self._tails,
+            self._claims,
+            now=now,
+            bucket_seconds=self._bucket_seconds,
+            max_age=self._max_age,
+            keep_until=self._keep_until,
+        )
+        records, ends = await self._reader.read(sorted(starts), replay.apply, starts)
         for partition, end in ends.items():
             self._positions[partition.partition] = end
             self._advance(partition.partition)
-        rebuilt = indexes & changed if catch_up else indexes
+        rebuilt = indexes & replay.changed if catch_up else indexes
         for index in rebuilt:
             self._reindex(index)
         if self._budget is not None:
@@ -487,17 +432,6 @@ def _is_intent(value: Entry | bytes) -> bool:
 
 
 INTENT_MARK = b'"phase":"intent"'
-# How `encode_entry` begins a final entry (it writes the phase first).
-FINAL_PREFIXES = {Phase.STARTED: b'{"phase":"started"', Phase.IN_DOUBT: b'{"phase":"in_doubt"'}
-
-
-def _final_phase(value: Entry | bytes | None) -> Phase | None:
-    """The entry's phase if it is final (`started`, `in_doubt`), else None."""
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return next((phase for phase, prefix in FINAL_PREFIXES.items() if value.startswith(prefix)), None)
-    return value.phase if value.phase in FINAL_PREFIXES else None
 
 
 def _in_doubt(entry: Entry) -> Entry:

@@ -9,7 +9,7 @@ Where things live:
   points), `outage` (pause and probe while the API is unusable), `admission` (wait for room in the budget);
 - the domain, pure: `moment`, `recording` (window, options, CST, clamps), `dedup` (both modes), `budget` (the
   account's limits), `results`, `dead_letters`, `clips` (which recording a file belongs to, the clip event),
-  `signing` (md5(key + t)), `replay` (which record of the state log counts); `state` keeps the dedup table
+  `signing` (md5(key + t)), `restore` (which record of the state log counts); `state` keeps the dedup table
   durable;
 - `callbacks/`: `highlight callbacks`, the receiver of Tencent Cloud Live's event notifications;
 - `apis/`: the recording APIs, one interface, one error policy and one module per API; adapters that classify

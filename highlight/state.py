@@ -45,7 +45,7 @@ from highlight.lease import (
 )
 from highlight.moment import Moment
 from highlight.recording import MAX_RECORD_SECONDS
-from highlight.replay import Replay
+from highlight.restore import Replay
 
 log = structlog.get_logger("highlight.state")
 

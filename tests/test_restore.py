@@ -1,4 +1,4 @@
-"""Reading the state log back (highlight.replay), without a broker: which record counts."""
+"""Reading the state log back (highlight.restore), without a broker: which record counts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from highlight.dedup import DedupKey, Entry, Phase, encode_entry, encode_key
 from highlight.kafka import Partition
 from highlight.lease import OWNER_HEADER, RELEASE_KEY, Claim, Release, encode_claim, encode_release
-from highlight.replay import Replay
+from highlight.restore import Replay
 
 NOW = 1_714_536_000.0
 BUCKET = 300

@@ -45,7 +45,7 @@ from highlight.lease import (
 )
 from highlight.moment import Moment
 from highlight.recording import MAX_RECORD_SECONDS
-from highlight.restore import Replay
+from highlight.restore import replayer
 
 log = structlog.get_logger("highlight.state")
 
@@ -288,20 +288,22 @@ class StateStore:
             self._tails.pop(index, None)
             self._claims.pop(index, None)
         starts = {Partition(self._topic, i): self._positions.get(i, 0) for i in indexes}
-        replay = Replay(
+        changed: set[int] | None = set() if catch_up else None
+        apply = replayer(
             self._tables,
             self._tails,
             self._claims,
+            changed,
             now=now,
             bucket_seconds=self._bucket_seconds,
             max_age=self._max_age,
             keep_until=self._keep_until,
         )
-        records, ends = await self._reader.read(sorted(starts), replay.apply, starts)
+        records, ends = await self._reader.read(sorted(starts), apply, starts)
         for partition, end in ends.items():
             self._positions[partition.partition] = end
             self._advance(partition.partition)
-        rebuilt = indexes & replay.changed if catch_up else indexes
+        rebuilt = indexes if changed is None else indexes & changed
         for index in rebuilt:
             self._reindex(index)
         if self._budget is not None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from highlight.dedup import DedupKey, Entry, Phase, encode_entry, encode_key
 from highlight.kafka import Partition
 from highlight.lease import OWNER_HEADER, RELEASE_KEY, Claim, Release, encode_claim, encode_release
-from highlight.restore import Replay
+from highlight.restore import replayer
 
 NOW = 1_714_536_000.0
 BUCKET = 300
@@ -19,8 +19,27 @@ P0 = Partition("state", 0)
 KEY: DedupKey = ("ch", int(NOW) // BUCKET)
 
 
-def replay() -> Replay:
-    return Replay({0: {}}, {}, {}, now=NOW, bucket_seconds=BUCKET, max_age=120, keep_until=lambda _k, _v: 0.0)
+class Log:
+    """The store's side of a read: its tables, tails and claims, and the function that applies each record."""
+
+    def __init__(self) -> None:
+        self.tables: dict[int, dict[DedupKey, Entry | bytes]] = {0: {}}
+        self.tails: dict[int, Release | None] = {}
+        self.claims: dict[int, bytes] = {}
+        self.apply = replayer(
+            self.tables,
+            self.tails,
+            self.claims,
+            set(),
+            now=NOW,
+            bucket_seconds=BUCKET,
+            max_age=120,
+            keep_until=lambda _k, _v: 0.0,
+        )
+
+
+def replay() -> Log:
+    return Log()
 
 
 def claim(owner: str, after: str | None) -> tuple[bytes, bytes, tuple[()]]:

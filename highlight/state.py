@@ -251,9 +251,10 @@ class StateStore:
             return
         raise HighlightError(f"could not claim state partitions {sorted(pending)}: other claims kept overtaking ours")
 
-    def _owner(self, index: int) -> list[tuple[str, bytes | None]] | None:
-        token = self._tokens.get(index)
-        return None if token is None else [(OWNER_HEADER, token)]
+    def _owner(self, index: int) -> list[tuple[str, bytes | None]]:
+        # An index never claimed (a release of one still waiting to be taken over) carries an empty token: after
+        # anybody's claim it counts for nothing, rather than as the write of a version before claims.
+        return [(OWNER_HEADER, self._tokens.get(index, b""))]
 
     def _wrote(self, index: int, offset: int, release: Release | None) -> None:
         """Move the index's position over our own write, if nothing lies between it and the position."""

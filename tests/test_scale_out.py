@@ -89,8 +89,12 @@ async def test_a_rebalance_drains_in_flight_calls_before_committing_and_handing_
 ) -> None:
     partitions = 2
     await create_topics(bootstrap, {names.moments: partitions})
-    simulator.set_config(latency_ms=(2500, 2500))
-    settings = settings_for(bootstrap, names, simulator.url)
+    # A drain writes its calls' outcomes only while the lease (half a session) covers them, and heartbeats stop
+    # during a rebalance: a call started just before the rebalance signal, after a proof up to a quarter session
+    # old, must end within the other quarter (3 s here). Each call takes 2 s, leaving a whole second for a busy
+    # machine's stalls; with the suite's 6 s session it was 2.5 s against 1.5 s, and failed under load.
+    simulator.set_config(latency_ms=(2000, 2000))
+    settings = settings_for(bootstrap, names, simulator.url, kafka_session_timeout_ms=12000)
     channels = [f"drain-{i}" for i in range(6)]
     async with running(settings) as first:
         await wait_until(lambda: first.ready, timeout=30, what="the first member")
